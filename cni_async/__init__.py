@@ -1,0 +1,127 @@
+"""cni_async: put pods on the network through CNI plugins, from asyncio or trio (via anyio).
+
+Layers, bottom up: ``_specversion`` (CNI versions), ``_results`` (typed results of every spec
+version and conversion between them), ``_config`` (network configuration files), ``_exec``
+(running one plugin process), ``_cache`` (libcni's on-disk cache) and ``_engine`` (plugin chains
+for every CNI verb, libcni's role). Everything public is re-exported here.
+"""
+
+from __future__ import annotations
+
+from contextlib import suppress as _suppress
+
+from ._cache import DEFAULT_CACHE_DIR as DEFAULT_CACHE_DIR
+from ._cache import CacheEntry as CacheEntry
+from ._config import ConfigDirectory as ConfigDirectory
+from ._config import NetworkConfigList as NetworkConfigList
+from ._config import PluginConfig as PluginConfig
+from ._config import conflist_from_plugin as conflist_from_plugin
+from ._config import load_config_dir as load_config_dir
+from ._config import load_config_file as load_config_file
+from ._config import load_conflist_file as load_conflist_file
+from ._config import parse_conflist as parse_conflist
+from ._config import parse_plugin_config as parse_plugin_config
+from ._engine import CNIEngine as CNIEngine
+from ._engine import PluginInfo as PluginInfo
+from ._engine import RuntimeConf as RuntimeConf
+from ._errors import CacheError as CacheError
+from ._errors import CheckNotSupported as CheckNotSupported
+from ._errors import CNIError as CNIError
+from ._errors import ConfigError as ConfigError
+from ._errors import ContainerUnknown as ContainerUnknown
+from ._errors import IncompatibleCNIVersion as IncompatibleCNIVersion
+from ._errors import InvalidArgument as InvalidArgument
+from ._errors import LimitedConnectivity as LimitedConnectivity
+from ._errors import MultipleErrors as MultipleErrors
+from ._errors import NetworkNotFound as NetworkNotFound
+from ._errors import PluginError as PluginError
+from ._errors import PluginExecFailed as PluginExecFailed
+from ._errors import PluginNotAvailable as PluginNotAvailable
+from ._errors import PluginNotFound as PluginNotFound
+from ._errors import PluginTimeout as PluginTimeout
+from ._errors import ProtocolError as ProtocolError
+from ._errors import TryAgainLater as TryAgainLater
+from ._errors import VersionError as VersionError
+from ._exec import PluginExecutor as PluginExecutor
+from ._exec import SpawnExecutor as SpawnExecutor
+from ._results import DNS as DNS
+from ._results import Interface as Interface
+from ._results import Interface040 as Interface040
+from ._results import IPConfig as IPConfig
+from ._results import IPConfig020 as IPConfig020
+from ._results import IPConfig040 as IPConfig040
+from ._results import Result as Result
+from ._results import Result020 as Result020
+from ._results import Result040 as Result040
+from ._results import Result100 as Result100
+from ._results import Route as Route
+from ._results import convert_result as convert_result
+from ._results import parse_result as parse_result
+from ._specversion import ALL_VERSIONS as ALL_VERSIONS
+from ._specversion import CURRENT_VERSION as CURRENT_VERSION
+from ._version import __version__ as __version__
+
+__all__ = (
+    # the protocol engine
+    "CNIEngine",
+    "RuntimeConf",
+    "PluginInfo",
+    "PluginExecutor",
+    "SpawnExecutor",
+    "CacheEntry",
+    "DEFAULT_CACHE_DIR",
+    # configuration
+    "ConfigDirectory",
+    "NetworkConfigList",
+    "PluginConfig",
+    "conflist_from_plugin",
+    "load_config_dir",
+    "load_config_file",
+    "load_conflist_file",
+    "parse_conflist",
+    "parse_plugin_config",
+    # results
+    "Result",
+    "Result020",
+    "Result040",
+    "Result100",
+    "Interface",
+    "Interface040",
+    "IPConfig",
+    "IPConfig020",
+    "IPConfig040",
+    "Route",
+    "DNS",
+    "convert_result",
+    "parse_result",
+    "ALL_VERSIONS",
+    "CURRENT_VERSION",
+    # errors
+    "CNIError",
+    "CacheError",
+    "CheckNotSupported",
+    "ConfigError",
+    "ContainerUnknown",
+    "IncompatibleCNIVersion",
+    "InvalidArgument",
+    "LimitedConnectivity",
+    "MultipleErrors",
+    "NetworkNotFound",
+    "PluginError",
+    "PluginExecFailed",
+    "PluginNotAvailable",
+    "PluginNotFound",
+    "PluginTimeout",
+    "ProtocolError",
+    "TryAgainLater",
+    "VersionError",
+    "__version__",
+)
+
+# Show public objects as cni_async.X in reprs, tracebacks and docs.
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("cni_async._"):
+        with _suppress(AttributeError, TypeError):
+            _obj.__module__ = __name__
+del _name, _obj, _suppress

@@ -1,0 +1,173 @@
+"""The on-disk attachment cache, in libcni's format and at libcni's paths.
+
+An entry lives at ``<cache_dir>/results/<network>-<containerID>-<ifname>`` and holds a compact JSON
+object of kind ``cniCacheV1`` with the configuration bytes (base64), the runtime arguments and the
+final result, so a node can move between a Go runtime and cni_async in either direction.
+
+Differences from libcni, on purpose: entries are written atomically (temporary file, fsync,
+rename, fsync of the directory), so a crash leaves either the old or the new entry, never a torn
+one; and the three names are validated before any path is built, on every operation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any, Final
+
+import anyio
+import msgspec
+
+from ._errors import CacheError, InvalidArgument
+from ._validation import validate_attachment
+
+__all__ = ["CACHE_KIND", "DEFAULT_CACHE_DIR", "CacheEntry", "ResultCache"]
+
+CACHE_KIND: Final = "cniCacheV1"
+DEFAULT_CACHE_DIR: Final = "/var/lib/cni"
+
+
+class CacheEntry(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """One cached attachment, field for field as libcni writes it (and in its key order)."""
+
+    kind: str = ""
+    container_id: str = msgspec.field(default="", name="containerId")
+    config: bytes | None = None
+    if_name: str = msgspec.field(default="", name="ifName")
+    network_name: str = msgspec.field(default="", name="networkName")
+    netns: str = ""
+    cni_args: list[tuple[str, str]] = msgspec.field(default_factory=list, name="cniArgs")
+    capability_args: dict[str, Any] = msgspec.field(default_factory=dict, name="capabilityArgs")
+    result: dict[str, Any] | None = None
+
+
+_encoder: Final = msgspec.json.Encoder()
+_decoder: Final = msgspec.json.Decoder(CacheEntry)
+
+
+def decode_entry(data: bytes) -> CacheEntry | None:
+    """Decode a cache file; ``None`` if it is not a ``cniCacheV1`` entry (legacy or garbage)."""
+    try:
+        entry = _decoder.decode(data)
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    return entry if entry.kind == CACHE_KIND else None
+
+
+class ResultCache:
+    """The cache under ``cache_dir`` (``/var/lib/cni`` by default, as libcni).
+
+    Every method validates the container ID, network name and interface name first
+    (:class:`~cni_async.InvalidArgument`), so a path outside ``<cache_dir>/results`` is never
+    touched. File I/O runs in worker threads.
+    """
+
+    def __init__(self, cache_dir: str | None = None) -> None:
+        self.cache_dir = cache_dir or DEFAULT_CACHE_DIR
+        self.results_dir = os.path.join(self.cache_dir, "results")
+
+    def path(self, network: str, container_id: str, ifname: str) -> str:
+        """The entry's path; validates the three names first."""
+        validate_attachment(container_id, network, ifname)
+        return os.path.join(self.results_dir, f"{network}-{container_id}-{ifname}")
+
+    async def read(self, network: str, container_id: str, ifname: str) -> bytes | None:
+        """The raw bytes of an entry, or ``None`` when there is none (or it cannot be read)."""
+        path = self.path(network, container_id, ifname)
+        return await anyio.to_thread.run_sync(_read_or_none, path)
+
+    async def write(self, entry: CacheEntry) -> None:
+        """Write ``entry`` atomically, replacing any previous entry for the same attachment.
+
+        :raises CacheError: if the entry could not be written
+        """
+        entry.kind = CACHE_KIND
+        path = self.path(entry.network_name, entry.container_id, entry.if_name)
+        data = _encoder.encode(entry)
+        try:
+            await anyio.to_thread.run_sync(_write_atomically, self.results_dir, path, data)
+        except OSError as exc:
+            raise CacheError(
+                f"failed to write cache entry {path}: {exc.strerror or exc}; check that "
+                f"{self.results_dir} is a writable directory",
+                path=path,
+                network=entry.network_name,
+            ) from exc
+
+    async def remove(self, network: str, container_id: str, ifname: str) -> None:
+        """Remove an entry; a missing one is not an error."""
+        path = self.path(network, container_id, ifname)
+        await anyio.to_thread.run_sync(_unlink_quietly, path)
+
+    async def attachments(self, container_id: str | None = None) -> list[CacheEntry]:
+        """Every valid entry, sorted by file name; only ``container_id``'s when it is given.
+
+        Unreadable or foreign files are skipped, as are entries whose names would not pass
+        validation.
+        """
+        return await anyio.to_thread.run_sync(self._scan, container_id)
+
+    def _scan(self, container_id: str | None) -> list[CacheEntry]:
+        try:
+            names = sorted(os.listdir(self.results_dir))
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise CacheError(
+                f"failed to list cache directory {self.results_dir}: {exc.strerror or exc}",
+                path=self.results_dir,
+            ) from exc
+        infix = f"-{container_id}-" if container_id else None
+        found = []
+        for name in names:
+            if infix is not None and infix not in name[1:]:
+                continue
+            data = _read_or_none(os.path.join(self.results_dir, name))
+            entry = decode_entry(data) if data is not None else None
+            if entry is None or (container_id and entry.container_id != container_id):
+                continue
+            try:
+                if self.path(entry.network_name, entry.container_id, entry.if_name) != (
+                    os.path.join(self.results_dir, name)
+                ):
+                    continue
+            except InvalidArgument:  # names we would refuse: not an entry we may act on
+                continue
+            found.append(entry)
+        return found
+
+
+def _read_or_none(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _unlink_quietly(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _write_atomically(directory: str, path: str, data: bytes) -> None:
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}-{id(data):x}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

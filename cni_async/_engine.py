@@ -1,0 +1,442 @@
+"""The protocol engine: plugin chains for ADD, CHECK, DEL, STATUS, GC and VERSION.
+
+:class:`CNIEngine` plays the part of libcni's ``CNIConfig`` for one set of plugin directories and
+one cache directory. It holds no per-pod state and takes no locks: the caller serialises
+operations on one attachment (SPEC "Lifecycle & Ordering"), exactly as with libcni. It never rolls
+back on its own either; :class:`~cni_async.CNIPlugin` does that on top of it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Final
+
+import anyio
+import msgspec
+
+from ._cache import CacheEntry, ResultCache, decode_entry
+from ._config import NetworkConfigList, PluginConfig, gc_stdin, plugin_stdin, status_stdin
+from ._errors import (
+    CacheError,
+    CheckNotSupported,
+    CNIError,
+    ConfigError,
+    MultipleErrors,
+    PluginError,
+    ProtocolError,
+    VersionError,
+)
+from ._exec import PluginExecutor, SpawnExecutor, cni_env
+from ._results import Result, convert_result, parse_result, result_from_builtins, result_to_builtins
+from ._specversion import CURRENT_VERSION, version_at_least, version_at_least_or_false
+from ._validation import validate_attachment, validate_cni_args
+
+__all__ = ["CNIEngine", "PluginInfo", "RuntimeConf"]
+
+logger = logging.getLogger("cni_async.engine")
+
+_VERSION_STDIN: Final = msgspec.json.encode({"cniVersion": CURRENT_VERSION})
+
+
+class RuntimeConf(msgspec.Struct, frozen=True, kw_only=True):
+    """The per-attachment parameters of one operation (libcni's ``RuntimeConf``).
+
+    :ivar container_id: the container (sandbox) ID, sent as ``CNI_CONTAINERID``
+    :ivar netns: the network namespace path, sent as ``CNI_NETNS`` (may be empty on DEL)
+    :ivar ifname: the interface name inside the namespace, sent as ``CNI_IFNAME``
+    :ivar args: ``CNI_ARGS`` pairs, in order
+    :ivar capability_args: capability arguments; each plugin gets, as ``runtimeConfig``, only
+        those its configuration declares in ``capabilities``
+    """
+
+    container_id: str
+    netns: str = ""
+    ifname: str = "eth0"
+    args: tuple[tuple[str, str], ...] = ()
+    capability_args: Mapping[str, Any] = msgspec.field(default_factory=dict)
+
+
+class PluginInfo(msgspec.Struct, frozen=True):
+    """A plugin's answer to VERSION."""
+
+    cni_version: str = msgspec.field(name="cniVersion")
+    supported_versions: tuple[str, ...] = msgspec.field(default=(), name="supportedVersions")
+
+
+class _VersionAnswer(msgspec.Struct):
+    cni_version: str = msgspec.field(default="", name="cniVersion")
+    supported_versions: list[str] | None = msgspec.field(default=None, name="supportedVersions")
+
+
+_version_decoder: Final = msgspec.json.Decoder(_VersionAnswer)
+
+
+class CNIEngine:
+    """Runs CNI plugin chains against one set of plugin directories and one cache.
+
+    :param bin_dirs: the directories searched for plugin binaries, in order (``CNI_PATH``)
+    :param cache_dir: the cache directory (``/var/lib/cni`` by default, as libcni)
+    :param executor: how plugins are run (:class:`SpawnExecutor` by default)
+    :param inherit_env: names of variables copied from this process's environment into every
+        plugin's environment (only ``PATH`` by default; libcni passes everything)
+    :param extra_env: further variables for every plugin's environment
+    :param max_concurrent_execs: a limit on plugin processes running at once, or ``None``
+    """
+
+    def __init__(
+        self,
+        bin_dirs: Sequence[str],
+        *,
+        cache_dir: str | None = None,
+        executor: PluginExecutor | None = None,
+        inherit_env: Iterable[str] = ("PATH",),
+        extra_env: Mapping[str, str] | None = None,
+        max_concurrent_execs: int | None = None,
+    ) -> None:
+        self.bin_dirs = tuple(bin_dirs)
+        self.cache = ResultCache(cache_dir)
+        self.executor: PluginExecutor = executor or SpawnExecutor()
+        base = {k: os.environ[k] for k in inherit_env if k in os.environ}
+        base.update(extra_env or {})
+        self._base_env = base
+        self._limiter = (
+            anyio.CapacityLimiter(max_concurrent_execs) if max_concurrent_execs else None
+        )
+
+    # -- one plugin -------------------------------------------------------------------------
+
+    async def _exec(
+        self,
+        network: str,
+        plugin: PluginConfig,
+        verb: str,
+        stdin: bytes,
+        rt: RuntimeConf | None,
+    ) -> bytes:
+        if rt is not None:
+            env = cni_env(
+                verb,
+                container_id=rt.container_id,
+                netns=rt.netns,
+                ifname=rt.ifname,
+                args=rt.args,
+                bin_dirs=self.bin_dirs,
+                base=self._base_env,
+            )
+        else:
+            env = cni_env(verb, bin_dirs=self.bin_dirs, base=self._base_env)
+        started = time.perf_counter()
+        try:
+            path = self.executor.find_plugin(plugin.type, self.bin_dirs)
+            if self._limiter is None:
+                out = await self.executor.exec_plugin(path, stdin=stdin, env=env)
+            else:
+                async with self._limiter:
+                    out = await self.executor.exec_plugin(path, stdin=stdin, env=env)
+        except CNIError as exc:
+            exc.add_context(plugin=plugin.type, verb=verb, network=network)
+            logger.debug("%s %s on %s failed: %s", verb, plugin.type, network, exc)
+            raise
+        logger.debug(
+            "%s %s on %s done in %.1f ms",
+            verb,
+            plugin.type,
+            network,
+            (time.perf_counter() - started) * 1000,
+        )
+        return out
+
+    # -- chains -----------------------------------------------------------------------------
+
+    async def add_network_list(self, netlist: NetworkConfigList, rt: RuntimeConf) -> Result:
+        """Run ADD through the chain in order and cache the final result.
+
+        Each plugin gets the previous plugin's result as ``prevResult``. The returned result is
+        the last plugin's, in the version that plugin printed. Nothing is rolled back on failure
+        (the SPEC puts the DEL on the caller).
+
+        :raises InvalidArgument: if the container ID, network name, ifname or args are invalid
+        :raises PluginNotFound: if a plugin binary is missing
+        :raises PluginError: if a plugin failed
+        :raises ProtocolError: if a plugin printed something that is not a valid result
+        :raises CacheError: if the result could not be cached (the plugins did run)
+        """
+        validate_attachment(rt.container_id, netlist.name, rt.ifname)
+        validate_cni_args(rt.args)
+        if not netlist.plugins:
+            raise ConfigError("the network has no plugins", path=netlist.path, network=netlist.name)
+        result: Result | None = None
+        for plugin in netlist.plugins:
+            stdin = plugin_stdin(
+                netlist,
+                plugin,
+                prev_result=result_to_builtins(result) if result is not None else None,
+                capability_args=rt.capability_args,
+            )
+            out = await self._exec(netlist.name, plugin, "ADD", stdin, rt)
+            try:
+                result = parse_result(out, netlist.cni_version)
+            except CNIError as exc:
+                exc.add_context(plugin=plugin.type, verb="ADD", network=netlist.name)
+                raise
+        assert result is not None
+        await self.cache.write(
+            CacheEntry(
+                container_id=rt.container_id,
+                config=netlist.bytes,
+                if_name=rt.ifname,
+                network_name=netlist.name,
+                netns=rt.netns,
+                cni_args=list(rt.args),
+                capability_args=dict(rt.capability_args),
+                result=result_to_builtins(result),
+            )
+        )
+        return result
+
+    async def check_network_list(self, netlist: NetworkConfigList, rt: RuntimeConf) -> None:
+        """Run CHECK through the chain in order, with the cached result as ``prevResult``.
+
+        Nothing runs when the configuration sets ``disableCheck``.
+
+        :raises CheckNotSupported: if the configuration's version is older than 0.4.0
+        :raises CacheError: if the cached result exists but cannot be used
+        :raises PluginError: the first plugin failure (later plugins are not run)
+        """
+        validate_attachment(rt.container_id, netlist.name, rt.ifname)
+        validate_cni_args(rt.args)
+        if not version_at_least(netlist.cni_version, "0.4.0"):
+            raise CheckNotSupported(
+                f"configuration version {netlist.cni_version!r} does not support the CHECK "
+                "command; CHECK needs cniVersion 0.4.0 or later",
+                network=netlist.name,
+                verb="CHECK",
+            )
+        if netlist.disable_check:
+            return
+        cached = await self.get_cached_result(netlist, rt)
+        prev = result_to_builtins(cached) if cached is not None else None
+        for plugin in netlist.plugins:
+            stdin = plugin_stdin(
+                netlist, plugin, prev_result=prev, capability_args=rt.capability_args
+            )
+            await self._exec(netlist.name, plugin, "CHECK", stdin, rt)
+
+    async def del_network_list(self, netlist: NetworkConfigList, rt: RuntimeConf) -> None:
+        """Run DEL through the chain in reverse order, then remove the cache entry.
+
+        From version 0.4.0 on each plugin gets the cached result as ``prevResult``; a cache entry
+        that is corrupt or cannot be converted is removed and DEL goes on without it. The first
+        plugin failure stops the chain and keeps the cache entry, so DEL can be retried.
+
+        :raises VersionError: if the configuration's version is not a valid version
+        :raises PluginError: the first plugin failure
+        """
+        validate_attachment(rt.container_id, netlist.name, rt.ifname)
+        validate_cni_args(rt.args)
+        prev: dict[str, Any] | None = None
+        if version_at_least(netlist.cni_version, "0.4.0"):
+            try:
+                cached = await self.get_cached_result(netlist, rt)
+            except CacheError as exc:
+                logger.warning("dropping unusable cache entry: %s", exc)
+                await self.cache.remove(netlist.name, rt.container_id, rt.ifname)
+                cached = None
+            prev = result_to_builtins(cached) if cached is not None else None
+        for plugin in reversed(netlist.plugins):
+            stdin = plugin_stdin(
+                netlist, plugin, prev_result=prev, capability_args=rt.capability_args
+            )
+            await self._exec(netlist.name, plugin, "DEL", stdin, rt)
+        await self.cache.remove(netlist.name, rt.container_id, rt.ifname)
+
+    # -- the cache --------------------------------------------------------------------------
+
+    async def get_cached_result(self, netlist: NetworkConfigList, rt: RuntimeConf) -> Result | None:
+        """The cached result of an attachment, converted to the configuration's version.
+
+        Files in the pre-``cniCacheV1`` format (a bare result) are read too. ``None`` when there
+        is no entry, or the entry holds no result.
+
+        :raises CacheError: if the entry exists but its result is unusable
+        """
+        raw = await self.cache.read(netlist.name, rt.container_id, rt.ifname)
+        if raw is None:
+            return None
+        try:
+            entry = decode_entry(raw)
+            if entry is None:
+                result = parse_result(raw, netlist.cni_version)
+            elif entry.result is None:
+                return None
+            else:
+                result = result_from_builtins(entry.result, netlist.cni_version)
+            return convert_result(result, netlist.cni_version)
+        except (ProtocolError, VersionError) as exc:
+            raise CacheError(
+                f"cached result of network {netlist.name!r} for container {rt.container_id!r} "
+                f"is unusable: {exc.message}",
+                path=self.cache.path(netlist.name, rt.container_id, rt.ifname),
+                network=netlist.name,
+            ) from exc
+
+    async def get_cached_attachments(self, container_id: str | None = None) -> list[CacheEntry]:
+        """Every cached attachment (of ``container_id`` only, when given), by file name."""
+        if container_id is not None:
+            validate_attachment(container_id, "x", "x")
+        return await self.cache.attachments(container_id)
+
+    # -- VERSION ----------------------------------------------------------------------------
+
+    async def get_version_info(self, plugin_type: str) -> PluginInfo:
+        """Ask a plugin which CNI versions it supports (the VERSION command).
+
+        :raises PluginNotFound: if the binary is missing
+        :raises PluginError: if the plugin failed
+        :raises ProtocolError: if the answer cannot be decoded
+        """
+        try:
+            out = await self._exec_version(plugin_type)
+        except PluginError as exc:
+            if exc.msg == "unknown CNI_COMMAND: VERSION" and not exc.details:
+                return PluginInfo(cni_version="0.1.0", supported_versions=("0.1.0",))
+            raise
+        try:
+            answer = _version_decoder.decode(out)
+        except (msgspec.DecodeError, RecursionError) as exc:
+            raise ProtocolError(
+                f"decoding version info: {exc}", plugin=plugin_type, verb="VERSION"
+            ) from exc
+        if not answer.cni_version:
+            raise ProtocolError(
+                "decoding version info: missing field cniVersion",
+                plugin=plugin_type,
+                verb="VERSION",
+            )
+        supported = answer.supported_versions
+        if not supported:
+            if answer.cni_version != "0.2.0":
+                raise ProtocolError(
+                    "decoding version info: missing field supportedVersions",
+                    plugin=plugin_type,
+                    verb="VERSION",
+                )
+            supported = ["0.1.0", "0.2.0"]
+        return PluginInfo(cni_version=answer.cni_version, supported_versions=tuple(supported))
+
+    async def _exec_version(self, plugin_type: str) -> bytes:
+        # The dummies are for old plugins (skel before 0.3) that insisted on these variables.
+        env = cni_env("VERSION", netns="dummy", ifname="dummy", base=self._base_env)
+        env["CNI_PATH"] = "dummy"
+        try:
+            path = self.executor.find_plugin(plugin_type, self.bin_dirs)
+            return await self.executor.exec_plugin(path, stdin=_VERSION_STDIN, env=env)
+        except CNIError as exc:
+            exc.add_context(plugin=plugin_type, verb="VERSION")
+            raise
+
+    async def validate_network_list(self, netlist: NetworkConfigList) -> frozenset[str]:
+        """Check that every plugin exists and supports the configuration's version.
+
+        The plugins are asked concurrently. Returns the capabilities the plugins declare.
+
+        :raises VersionError: a plugin does not support the version
+        :raises MultipleErrors: several plugins failed validation (each error is kept)
+        """
+        expected = netlist.cni_version or "0.1.0"
+        errors: list[CNIError] = []
+
+        async def probe(plugin: PluginConfig) -> None:
+            try:
+                info = await self.get_version_info(plugin.type)
+            except CNIError as exc:
+                exc.add_context(network=netlist.name)
+                errors.append(exc)
+                return
+            if expected not in info.supported_versions:
+                errors.append(
+                    VersionError(
+                        f"plugin {plugin.type} does not support config version {expected!r} "
+                        f"(it supports {', '.join(info.supported_versions)})",
+                        plugin=plugin.type,
+                        verb="VERSION",
+                        network=netlist.name,
+                    )
+                )
+
+        async with anyio.create_task_group() as tg:
+            for plugin in netlist.plugins:
+                tg.start_soon(probe, plugin)
+        if len(errors) == 1:
+            raise errors[0]
+        if errors:
+            raise MultipleErrors(
+                f"network {netlist.name!r} failed validation", errors, network=netlist.name
+            )
+        return frozenset(
+            cap for p in netlist.plugins for cap, enabled in p.capabilities.items() if enabled
+        )
+
+    # -- CNI 1.1: STATUS and GC -------------------------------------------------------------
+
+    async def status_network_list(self, netlist: NetworkConfigList) -> None:
+        """Ask each plugin, in order, whether it is ready (STATUS; version 1.1.0 and later).
+
+        Older configurations are reported ready without running anything.
+
+        :raises PluginError: the first plugin that is not ready (``PluginNotAvailable`` for
+            code 50, ``LimitedConnectivity`` for 51)
+        """
+        if not version_at_least_or_false(netlist.cni_version, "1.1.0"):
+            return
+        for plugin in netlist.plugins:
+            await self._exec(netlist.name, plugin, "STATUS", status_stdin(netlist, plugin), None)
+
+    async def gc_network_list(
+        self,
+        netlist: NetworkConfigList,
+        valid_attachments: Sequence[tuple[str, str]] | None = None,
+    ) -> None:
+        """Remove stale attachments of a network, then run GC (version 1.1.0 and later).
+
+        Every cached attachment of this network whose ``(container ID, ifname)`` is not in
+        ``valid_attachments`` gets DEL with the current configuration; then, for 1.1.0 and later,
+        each plugin gets GC with the valid attachments. Nothing happens when the configuration
+        sets ``disableGC``. Every step is tried even when an earlier one failed.
+
+        :raises MultipleErrors: if any step failed (each error is kept)
+        """
+        if netlist.disable_gc:
+            return
+        valid = set(valid_attachments or ())
+        errors: list[CNIError] = []
+        for entry in await self.cache.attachments():
+            if entry.network_name != netlist.name or (entry.container_id, entry.if_name) in valid:
+                continue
+            rt = RuntimeConf(
+                container_id=entry.container_id,
+                netns=entry.netns,
+                ifname=entry.if_name,
+                args=tuple(entry.cni_args),
+                capability_args=entry.capability_args,
+            )
+            try:
+                await self.del_network_list(netlist, rt)
+            except CNIError as exc:
+                errors.append(exc)
+        if version_at_least_or_false(netlist.cni_version, "1.1.0"):
+            for plugin in netlist.plugins:
+                stdin = gc_stdin(netlist, plugin, sorted(valid))
+                try:
+                    await self._exec(netlist.name, plugin, "GC", stdin, None)
+                except CNIError as exc:
+                    errors.append(exc)
+        if errors:
+            raise MultipleErrors(
+                f"garbage collection of network {netlist.name!r} failed",
+                errors,
+                network=netlist.name,
+            )

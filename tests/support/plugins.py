@@ -1,0 +1,64 @@
+"""Helpers to install fake plugins and network configurations for tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+_SOURCE = Path(__file__).with_name("fakeplugin.py")
+
+
+class FakePlugin:
+    """A fake plugin binary installed in a test's bin dir; see ``fakeplugin.py``."""
+
+    def __init__(self, bin_dir: Path, name: str) -> None:
+        self.path = bin_dir / name
+        self.path.write_text(f"#!{sys.executable} -SE\n" + _SOURCE.read_text())
+        self.path.chmod(0o755)
+        self._behaviour: dict[str, dict[str, Any]] = {}
+        self.log = Path(str(self.path) + ".log")
+        self._save()
+
+    def _save(self) -> None:
+        Path(str(self.path) + ".behaviour.json").write_text(json.dumps(self._behaviour))
+
+    def on(self, command: str, **behaviour: Any) -> FakePlugin:
+        """Set what the plugin does for ``command`` (``"*"`` for every command)."""
+        self._behaviour[command] = behaviour
+        self._save()
+        return self
+
+    def calls(self, command: str | None = None) -> list[dict[str, Any]]:
+        """Every recorded run (only those of ``command`` when given), oldest first."""
+        if not self.log.exists():
+            return []
+        records = [json.loads(line) for line in self.log.read_text().splitlines()]
+        return [r for r in records if command is None or r["command"] == command]
+
+    def stdins(self, command: str) -> list[dict[str, Any]]:
+        return [json.loads(r["stdin"]) for r in self.calls(command)]
+
+    def commands(self) -> list[str]:
+        return [r["command"] for r in self.calls()]
+
+
+def write_conflist(
+    conf_dir: Path,
+    name: str,
+    plugins: list[dict[str, Any]],
+    *,
+    version: str = "1.1.0",
+    filename: str | None = None,
+    **extra: Any,
+) -> Path:
+    """Write ``<conf_dir>/<filename or name.conflist>`` and return its path."""
+    conf_dir.mkdir(parents=True, exist_ok=True)
+    path = conf_dir / (filename or f"{name}.conflist")
+    body = {"cniVersion": version, "name": name, "plugins": plugins, **extra}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(body))
+    os.replace(tmp, path)
+    return path

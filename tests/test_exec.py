@@ -1,0 +1,266 @@
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from cni_async._errors import (
+    ContainerUnknown,
+    PluginError,
+    PluginExecFailed,
+    PluginNotFound,
+    PluginTimeout,
+    ProtocolError,
+    TryAgainLater,
+)
+from cni_async._exec import SpawnExecutor, cni_env, find_plugin
+
+from .support.plugins import FakePlugin
+from .support.procs import alive, children, open_fds, wait_dead
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def bin_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "bin"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def fake(bin_dir: Path) -> FakePlugin:
+    return FakePlugin(bin_dir, "fake")
+
+
+def env(command: str = "ADD") -> dict[str, str]:
+    return cni_env(command, container_id="c1", netns="/run/netns/x", ifname="eth0")
+
+
+async def run(fake: FakePlugin, stdin: bytes = b"{}", **kw: Any) -> bytes:
+    return await SpawnExecutor(**kw).exec_plugin(str(fake.path), stdin=stdin, env=env())
+
+
+def test_find_plugin_order_and_errors(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    (b / "p").write_text("")
+    assert find_plugin("p", [str(a), str(b)]) == str(b / "p")
+    (a / "p").write_text("")
+    assert find_plugin("p", [str(a), str(b)]) == str(a / "p")
+    (a / "dir").mkdir()
+    with pytest.raises(PluginNotFound) as info:
+        find_plugin("dir", [str(a)])
+    assert info.value.search_path == (str(a),)
+    assert "failed to find plugin 'dir'" in str(info.value)
+    for bad in ("", "../p", "x/p", ".."):
+        with pytest.raises(PluginNotFound):
+            find_plugin(bad, [str(a)])
+    with pytest.raises(PluginNotFound):
+        find_plugin("p", [])
+
+
+def test_cni_env_is_explicit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SECRET_TOKEN", "x")
+    monkeypatch.setenv("CNI_ARGS", "leak=1")
+    e = cni_env(
+        "DEL",
+        container_id="c",
+        netns="n",
+        ifname="i",
+        args=[("A", "1"), ("B", "2")],
+        bin_dirs=["/x", "/y"],
+    )
+    assert e == {
+        "PATH": os.environ["PATH"],
+        "CNI_COMMAND": "DEL",
+        "CNI_CONTAINERID": "c",
+        "CNI_NETNS": "n",
+        "CNI_IFNAME": "i",
+        "CNI_ARGS": "A=1;B=2",
+        "CNI_PATH": "/x:/y",
+    }
+
+
+async def test_stdout_and_stdin_are_exact(fake: FakePlugin) -> None:
+    fake.on("ADD", stdout='{"cniVersion": "1.1.0"}\n')
+    stdin = b'{"name":"n","big":' + b"9" * 200_000 + b"}"
+    assert await run(fake, stdin) == b'{"cniVersion": "1.1.0"}\n'
+    [call] = fake.calls("ADD")
+    assert call["stdin"].encode() == stdin
+    assert call["env"]["CNI_CONTAINERID"] == "c1"
+    assert call["env"]["CNI_NETNS"] == "/run/netns/x"
+
+
+@pytest.mark.parametrize(
+    ("code", "cls"),
+    [(3, ContainerUnknown), (11, TryAgainLater), (7, PluginError), (123, PluginError)],
+)
+async def test_error_object_maps_to_class(fake: FakePlugin, code: int, cls: type) -> None:
+    fake.on(
+        "ADD", stdout={"cniVersion": "1.1.0", "code": code, "msg": "boom", "details": "d"}, exit=1
+    )
+    with pytest.raises(PluginError) as info:
+        await run(fake)
+    err = info.value
+    assert type(err) is cls
+    assert (err.code, err.msg, err.details, err.returncode) == (code, "boom", "d", 1)
+    assert err.message == "boom; d"
+
+
+async def test_failure_without_output(fake: FakePlugin) -> None:
+    fake.on("ADD", stdout="", exit=2)
+    with pytest.raises(PluginError) as info:
+        await run(fake)
+    assert info.value.code == 0
+    assert info.value.message == "netplugin failed with no error message: exit status 2"
+
+
+async def test_failure_with_stderr_only(fake: FakePlugin) -> None:
+    fake.on("ADD", stdout="", stderr="some stderr message", exit=1)
+    with pytest.raises(PluginError) as info:
+        await run(fake)
+    assert info.value.message == "netplugin failed: 'some stderr message': exit status 1"
+    assert info.value.stderr == b"some stderr message"
+
+
+async def test_failure_with_garbage(fake: FakePlugin) -> None:
+    fake.on("ADD", stdout="not json", exit=1)
+    with pytest.raises(PluginError) as info:
+        await run(fake)
+    assert info.value.code == 0
+    assert "could not be parsed" in info.value.message
+    assert "not json" in info.value.message
+
+
+async def test_error_object_with_exit_zero_is_success(fake: FakePlugin) -> None:
+    fake.on("ADD", stdout={"code": 7, "msg": "x"})
+    assert b'"code": 7' in await run(fake)
+
+
+async def test_killed_by_signal(fake: FakePlugin) -> None:
+    fake.on("ADD", signal=signal.SIGKILL)
+    with pytest.raises(PluginError) as info:
+        await run(fake)
+    assert info.value.returncode == -signal.SIGKILL
+    assert "killed by SIGKILL" in info.value.message
+
+
+async def test_output_flood_is_capped(fake: FakePlugin) -> None:
+    fake.on("ADD", flood=5_000_000, sleep=0)
+    before = open_fds()
+    with pytest.raises(ProtocolError, match="exceeds 100000 bytes"):
+        await run(fake, max_output=100_000)
+    assert children() == []
+    assert open_fds() == before
+
+
+async def test_grandchild_holding_stdout_cannot_hang_us(fake: FakePlugin) -> None:
+    fake.on("ADD", grandchild=60, stdout="{}")
+    before = open_fds()
+    started = time.monotonic()
+    assert await run(fake, pipe_grace=0.3) == b"{}"
+    assert time.monotonic() - started < 10
+    [call] = fake.calls("ADD")
+    assert children() == []
+    assert open_fds() == before
+    # The grandchild was in the plugin's process group and was killed with it.
+    for pid in _group_members(call["pid"]):
+        assert wait_dead(pid)
+
+
+def _group_members(pgid: int) -> list[int]:
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                if os.getpgid(int(name)) == pgid:
+                    found.append(int(name))
+            except ProcessLookupError:
+                pass
+    return found
+
+
+@pytest.mark.parametrize("ignore_term", [False, True])
+async def test_cancellation_stops_and_reaps(
+    fake: FakePlugin, tmp_path: Path, ignore_term: bool
+) -> None:
+    pidfile = tmp_path / "pids"
+    fake.on("ADD", sleep=60, ignore_term=ignore_term, grandchild=60, pidfile=str(pidfile))
+    before = open_fds()
+    started = time.monotonic()
+    with anyio.move_on_after(1.0) as scope:
+        await run(fake, kill_grace=0.2)
+    assert scope.cancelled_caught
+    assert time.monotonic() - started < 5
+    [pid] = [int(p) for p in pidfile.read_text().split()]
+    assert not alive(pid)
+    assert children() == []
+    assert open_fds() == before
+    assert _group_members(pid) == [] or all(wait_dead(p) for p in _group_members(pid))
+
+
+async def test_cancellation_by_task_group(fake: FakePlugin) -> None:
+    fake.on("ADD", sleep=60)
+
+    async def fail_soon() -> None:
+        await anyio.sleep(0.5)
+        raise RuntimeError("sibling failed")
+
+    with pytest.raises(ExceptionGroup) as info:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run, fake)
+            tg.start_soon(fail_soon)
+    assert info.group_contains(RuntimeError)
+    assert children() == []
+
+
+async def test_fail_after_propagates_timeout_error(fake: FakePlugin) -> None:
+    fake.on("ADD", sleep=60)
+    with pytest.raises(TimeoutError) as info, anyio.fail_after(0.5):
+        await run(fake)
+    assert not isinstance(info.value, PluginTimeout)
+    assert children() == []
+
+
+async def test_executor_timeout(fake: FakePlugin) -> None:
+    fake.on("ADD", sleep=60)
+    with pytest.raises(PluginTimeout):
+        await run(fake, timeout=0.5)
+    assert children() == []
+
+
+async def test_not_executable(fake: FakePlugin) -> None:
+    fake.path.chmod(0o644)
+    with pytest.raises(PluginExecFailed) as info:
+        await run(fake)
+    assert info.value.errno == 13
+
+
+async def test_text_file_busy_is_retried(fake: FakePlugin) -> None:
+    fd = os.open(fake.path, os.O_WRONLY)
+    threading.Timer(1.5, os.close, [fd]).start()
+    fake.on("ADD", stdout="{}")
+    started = time.monotonic()
+    assert await run(fake) == b"{}"
+    assert time.monotonic() - started >= 1.5
+    assert len(fake.calls("ADD")) == 1
+
+
+async def test_text_file_busy_wait_is_cancellable(fake: FakePlugin) -> None:
+    fd = os.open(fake.path, os.O_WRONLY)
+    try:
+        started = time.monotonic()
+        with anyio.move_on_after(0.3):
+            await run(fake)
+        assert time.monotonic() - started < 1.0
+    finally:
+        os.close(fd)
+    assert fake.calls() == []
