@@ -225,15 +225,19 @@ class CNIEngine:
             )
             await self._exec(netlist.name, plugin, "CHECK", stdin, rt)
 
-    async def del_network_list(self, netlist: NetworkConfigList, rt: RuntimeConf) -> None:
+    async def del_network_list(
+        self, netlist: NetworkConfigList, rt: RuntimeConf, *, keep_going: bool = False
+    ) -> None:
         """Run DEL through the chain in reverse order, then remove the cache entry.
 
         From version 0.4.0 on each plugin gets the cached result as ``prevResult``; a cache entry
-        that is corrupt or cannot be converted is removed and DEL goes on without it. The first
-        plugin failure stops the chain and keeps the cache entry, so DEL can be retried.
+        that is corrupt or cannot be converted is removed and DEL goes on without it. A plugin
+        failure keeps the cache entry, so DEL can be retried. By default the first failure
+        stops the chain, as in libcni; with ``keep_going`` every plugin is still tried.
 
         :raises VersionError: if the configuration's version is not a valid version
-        :raises PluginError: the first plugin failure
+        :raises PluginError: the first plugin failure (or the only one, with ``keep_going``)
+        :raises MultipleErrors: with ``keep_going``, if several plugins failed
         """
         validate_attachment(rt.container_id, netlist.name, rt.ifname)
         validate_cni_args(rt.args)
@@ -246,11 +250,25 @@ class CNIEngine:
                 await self.cache.remove(netlist.name, rt.container_id, rt.ifname)
                 cached = None
             prev = result_to_builtins(cached) if cached is not None else None
+        errors: list[CNIError] = []
         for plugin in reversed(netlist.plugins):
             stdin = plugin_stdin(
                 netlist, plugin, prev_result=prev, capability_args=rt.capability_args
             )
-            await self._exec(netlist.name, plugin, "DEL", stdin, rt)
+            try:
+                await self._exec(netlist.name, plugin, "DEL", stdin, rt)
+            except CNIError as exc:
+                if not keep_going:
+                    raise
+                errors.append(exc)
+        if len(errors) == 1:
+            raise errors[0]
+        if errors:
+            raise MultipleErrors(
+                f"DEL of network {netlist.name!r} failed in several plugins",
+                errors,
+                network=netlist.name,
+            )
         await self.cache.remove(netlist.name, rt.container_id, rt.ifname)
 
     # -- the cache --------------------------------------------------------------------------
@@ -427,16 +445,37 @@ class CNIEngine:
                 await self.del_network_list(netlist, rt)
             except CNIError as exc:
                 errors.append(exc)
-        if version_at_least_or_false(netlist.cni_version, "1.1.0"):
-            for plugin in netlist.plugins:
-                stdin = gc_stdin(netlist, plugin, sorted(valid))
-                try:
-                    await self._exec(netlist.name, plugin, "GC", stdin, None)
-                except CNIError as exc:
-                    errors.append(exc)
+        try:
+            await self.gc_plugins(netlist, sorted(valid))
+        except MultipleErrors as exc:
+            errors.extend(exc.errors)
         if errors:
             raise MultipleErrors(
                 f"garbage collection of network {netlist.name!r} failed",
                 errors,
                 network=netlist.name,
+            )
+
+    async def gc_plugins(
+        self, netlist: NetworkConfigList, valid_attachments: Sequence[tuple[str, str]]
+    ) -> None:
+        """Send the GC verb to every plugin of a network (version 1.1.0 and later only).
+
+        Each plugin gets the valid attachments as ``cni.dev/valid-attachments`` (and its alias
+        ``cni.dev/attachments``); every plugin is called even when an earlier one failed.
+
+        :raises MultipleErrors: if any plugin failed (each error is kept)
+        """
+        if netlist.disable_gc or not version_at_least_or_false(netlist.cni_version, "1.1.0"):
+            return
+        errors: list[CNIError] = []
+        for plugin in netlist.plugins:
+            stdin = gc_stdin(netlist, plugin, list(valid_attachments))
+            try:
+                await self._exec(netlist.name, plugin, "GC", stdin, None)
+            except CNIError as exc:
+                errors.append(exc)
+        if errors:
+            raise MultipleErrors(
+                f"GC of network {netlist.name!r} failed", errors, network=netlist.name
             )

@@ -482,3 +482,19 @@ async def test_inherited_env_is_allow_listed(
         "CNI_PATH",
         "LC_CTYPE",
     }
+
+
+async def test_del_keep_going_tries_every_plugin(
+    engine: CNIEngine, a: FakePlugin, b: FakePlugin, cache_dir: Path
+) -> None:
+    net = netlist()
+    await engine.add_network_list(net, RT)
+    b.on("DEL", stdout={"code": 11, "msg": "busy"}, exit=1)
+    with pytest.raises(PluginError):
+        await engine.del_network_list(net, RT, keep_going=True)
+    assert len(a.calls("DEL")) == 1
+    assert os.listdir(cache_dir / "results") == ["net1-ctr1-eth0"]
+    a.on("DEL", stdout={"code": 5, "msg": "io"}, exit=1)
+    with pytest.raises(MultipleErrors) as info:
+        await engine.del_network_list(net, RT, keep_going=True)
+    assert [e.plugin for e in info.value.errors] == ["plug-b", "plug-a"]
