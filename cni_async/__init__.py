@@ -2,8 +2,11 @@
 
 Layers, bottom up: ``_specversion`` (CNI versions), ``_results`` (typed results of every spec
 version and conversion between them), ``_config`` (network configuration files), ``_exec``
-(running one plugin process), ``_cache`` (libcni's on-disk cache) and ``_engine`` (plugin chains
-for every CNI verb, libcni's role). Everything public is re-exported here.
+(running one plugin process), ``_cache`` (libcni's on-disk cache), ``_engine`` (plugin chains
+for every CNI verb, libcni's role); then the pod API on top: ``_models`` (PodNetwork and
+friends), ``_snapshot`` (validated configuration generations), ``_locks`` (per-pod locks),
+``_netns`` (netlink inside a pod's namespace) and ``_plugin`` (CNIPlugin, ocicni's role).
+Everything public is re-exported here.
 """
 
 from __future__ import annotations
@@ -33,17 +36,30 @@ from ._errors import IncompatibleCNIVersion as IncompatibleCNIVersion
 from ._errors import InvalidArgument as InvalidArgument
 from ._errors import LimitedConnectivity as LimitedConnectivity
 from ._errors import MultipleErrors as MultipleErrors
+from ._errors import NamespaceError as NamespaceError
 from ._errors import NetworkNotFound as NetworkNotFound
 from ._errors import PluginError as PluginError
 from ._errors import PluginExecFailed as PluginExecFailed
 from ._errors import PluginNotAvailable as PluginNotAvailable
 from ._errors import PluginNotFound as PluginNotFound
 from ._errors import PluginTimeout as PluginTimeout
+from ._errors import PodNetworkError as PodNetworkError
 from ._errors import ProtocolError as ProtocolError
 from ._errors import TryAgainLater as TryAgainLater
 from ._errors import VersionError as VersionError
 from ._exec import PluginExecutor as PluginExecutor
 from ._exec import SpawnExecutor as SpawnExecutor
+from ._models import BandwidthConfig as BandwidthConfig
+from ._models import IpRange as IpRange
+from ._models import NetAttachment as NetAttachment
+from ._models import NetResult as NetResult
+from ._models import PodNetwork as PodNetwork
+from ._models import PortMapping as PortMapping
+from ._models import RuntimeConfig as RuntimeConfig
+from ._plugin import DEFAULT_BIN_DIR as DEFAULT_BIN_DIR
+from ._plugin import DEFAULT_CONF_DIR as DEFAULT_CONF_DIR
+from ._plugin import DEFAULT_INTERFACE_NAME as DEFAULT_INTERFACE_NAME
+from ._plugin import CNIPlugin as CNIPlugin
 from ._results import DNS as DNS
 from ._results import Interface as Interface
 from ._results import Interface040 as Interface040
@@ -57,11 +73,25 @@ from ._results import Result100 as Result100
 from ._results import Route as Route
 from ._results import convert_result as convert_result
 from ._results import parse_result as parse_result
+from ._snapshot import ConfigSnapshot as ConfigSnapshot
 from ._specversion import ALL_VERSIONS as ALL_VERSIONS
 from ._specversion import CURRENT_VERSION as CURRENT_VERSION
 from ._version import __version__ as __version__
 
 __all__ = (
+    # the pod API (ocicni's)
+    "CNIPlugin",
+    "PodNetwork",
+    "NetAttachment",
+    "RuntimeConfig",
+    "PortMapping",
+    "IpRange",
+    "BandwidthConfig",
+    "NetResult",
+    "ConfigSnapshot",
+    "DEFAULT_BIN_DIR",
+    "DEFAULT_CONF_DIR",
+    "DEFAULT_INTERFACE_NAME",
     # the protocol engine
     "CNIEngine",
     "RuntimeConf",
@@ -106,12 +136,14 @@ __all__ = (
     "InvalidArgument",
     "LimitedConnectivity",
     "MultipleErrors",
+    "NamespaceError",
     "NetworkNotFound",
     "PluginError",
     "PluginExecFailed",
     "PluginNotAvailable",
     "PluginNotFound",
     "PluginTimeout",
+    "PodNetworkError",
     "ProtocolError",
     "TryAgainLater",
     "VersionError",

@@ -21,7 +21,9 @@ __all__ = [
     "InvalidArgument",
     "LimitedConnectivity",
     "MultipleErrors",
+    "NamespaceError",
     "NetworkNotFound",
+    "PodNetworkError",
     "PluginError",
     "PluginExecFailed",
     "PluginNotAvailable",
@@ -304,3 +306,55 @@ class MultipleErrors(CNIError):
         detail = "; ".join(str(e) for e in errors)
         super().__init__(f"{message}: {detail}", network=network)
         self.errors = tuple(errors)
+
+
+class PodNetworkError(MultipleErrors):
+    """A pod operation failed on one or more of its networks.
+
+    :ivar pod: ``"<namespace>/<name>"`` of the pod
+    :ivar operation: ``"set-up"``, ``"teardown"``, ``"status"`` or ``"gc"``
+    :ivar failed_networks: the networks that failed, in request order
+    :ivar errors: each network's error, in the same order (plugin errors keep their code)
+    :ivar rollback_errors: for a set-up, errors of the rollback DELs (the networks named there
+        may still be attached: tear the pod down again or run GC)
+    """
+
+    def __init__(
+        self,
+        pod: str,
+        operation: str,
+        errors: Sequence[CNIError],
+        *,
+        rollback_errors: Sequence[CNIError] = (),
+    ) -> None:
+        failed = tuple(dict.fromkeys(e.network or "?" for e in errors))
+        what = f"{operation} of pod {pod} failed on network{'s' if len(failed) > 1 else ''} "
+        what += ", ".join(repr(n) for n in failed)
+        super().__init__(what, errors)
+        if len(errors) == 1:
+            self.code = errors[0].code
+        self.pod = pod
+        self.operation = operation
+        self.failed_networks = failed
+        self.rollback_errors = tuple(rollback_errors)
+        if operation == "set-up":
+            self.message += (
+                "; the networks that were started were rolled back"
+                if not rollback_errors
+                else "; ROLLBACK FAILED for "
+                + ", ".join(repr(e.network) for e in rollback_errors)
+                + " (tear the pod down again, or run gc)"
+            )
+
+
+class NamespaceError(CNIError):
+    """The pod's network namespace does not exist, or netlink inside it failed.
+
+    :ivar netns: the namespace path
+    """
+
+    default_code = ERR_INVALID_NETNS
+
+    def __init__(self, message: str, *, netns: str) -> None:
+        super().__init__(message)
+        self.netns = netns

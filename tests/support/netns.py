@@ -95,3 +95,20 @@ def link_state(netns_path: str, ifname: str) -> list[str]:
     name = os.path.basename(netns_path)
     [link] = ip_json("-n", name, "link", "show", "dev", ifname)
     return list(link["flags"])
+
+
+def node_plugins(net: Sandbox, bin_dir: str, *names: str) -> str:
+    """A bin dir of wrappers that run Debian's plugins inside a "node" namespace of the test.
+
+    Bridges, host-side veths, gateway addresses and iptables rules then all live in a namespace
+    the test made, never in the machine's own. Returns the wrappers' directory.
+    """
+    node = os.path.basename(net.netns("node"))
+    ip("-n", node, "link", "set", "lo", "up")
+    os.makedirs(bin_dir, exist_ok=True)
+    for name in names:
+        path = os.path.join(bin_dir, name)
+        with open(path, "w") as f:
+            f.write(f"#!/bin/sh\nexec ip netns exec {node} {CNI_BIN}/{name}\n")
+        os.chmod(path, 0o755)
+    return bin_dir

@@ -1,0 +1,49 @@
+"""Per-key locks: one ``anyio.Lock`` per pod, created on demand and dropped when unused."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Hashable
+from contextlib import asynccontextmanager
+
+import anyio
+
+
+class KeyedLock:
+    """A registry of locks, one per key, whose waits are cancellable.
+
+    Operations on one key run one at a time; different keys never wait for each other. A key's
+    lock exists only while somebody holds or waits for it, so the registry does not grow with
+    the number of pods ever seen.
+    """
+
+    def __init__(self) -> None:
+        self._locks: dict[Hashable, tuple[anyio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, key: Hashable) -> AsyncIterator[None]:
+        """Hold the lock of ``key`` for the body of the ``async with``.
+
+        Waiting is cancellable; a cancelled wait leaves the registry as it was.
+        """
+        lock, users = self._locks.get(key, (None, 0))
+        if lock is None:
+            lock = anyio.Lock()
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+    def locked(self, key: Hashable) -> bool:
+        """Whether ``key``'s lock is held right now."""
+        entry = self._locks.get(key)
+        return entry is not None and entry[0].locked()
+
+    def __len__(self) -> int:
+        """How many keys are held or waited for."""
+        return len(self._locks)

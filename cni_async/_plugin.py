@@ -1,0 +1,701 @@
+"""``CNIPlugin``: ocicni's pod API as anyio coroutines.
+
+Every operation works on one immutable :class:`ConfigSnapshot`, taken when it starts; a reload
+swaps in a new snapshot and never waits for, or blocks, pod operations. Operations on one pod
+(namespace + name) are serialised by a lock whose wait is cancellable; different pods run in
+parallel, and the networks of one pod are attached concurrently, one task per network.
+
+A set-up that fails on any network, or is cancelled, is rolled back: every network that was
+started gets DEL in a shielded scope with its own deadline (``cleanup_timeout``), so nothing stays
+attached, and then the error or the cancellation propagates.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import re
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Final, Self
+
+import anyio
+
+from ._cache import CacheEntry
+from ._config import NetworkConfigList, parse_conflist
+from ._engine import CNIEngine, RuntimeConf
+from ._errors import (
+    ERR_INVALID_ENVIRONMENT_VARIABLES,
+    CNIError,
+    ConfigError,
+    InvalidArgument,
+    MultipleErrors,
+    NamespaceError,
+    NetworkNotFound,
+    PodNetworkError,
+)
+from ._exec import PluginExecutor
+from ._locks import KeyedLock
+from ._models import NetAttachment, NetResult, PodNetwork, capability_args
+from ._netns import interface_state, loopback_up
+from ._results import Interface, IPConfig, Result, Result100, convert_result
+from ._snapshot import ConfigSnapshot, VersionCache, build_snapshot
+from ._specversion import CURRENT_VERSION, version_at_least_or_false
+from ._validation import validate_cni_args, validate_container_id, validate_ifname
+
+__all__ = ["DEFAULT_BIN_DIR", "DEFAULT_CONF_DIR", "DEFAULT_INTERFACE_NAME", "CNIPlugin"]
+
+logger = logging.getLogger("cni_async.pod")
+
+DEFAULT_CONF_DIR: Final = "/etc/cni/net.d"
+DEFAULT_BIN_DIR: Final = "/opt/cni/bin"
+DEFAULT_INTERFACE_NAME: Final = "eth0"
+_MAC: Final = re.compile(r"[0-9a-fA-F]{2}([:-])[0-9a-fA-F]{2}(\1[0-9a-fA-F]{2}){4}")
+
+
+@dataclass(frozen=True)
+class _Attachment:
+    """One network of one operation: its configuration and runtime parameters."""
+
+    network: NetworkConfigList
+    rt: RuntimeConf
+
+
+class CNIPlugin:
+    """Attaches pods to CNI networks: ocicni's ``CNIPlugin``, as an async context manager.
+
+    ``async with CNIPlugin(...) as cni`` loads the configuration directory; leaving the block
+    waits for operations still running through it and closes it. Calls after that raise
+    :class:`anyio.ClosedResourceError`.
+
+    :param conf_dir: the directory of network configurations
+    :param bin_dirs: the directories searched for plugin binaries, in order
+    :param cache_dir: the cache directory (``/var/lib/cni`` by default, shared with Go runtimes)
+    :param default_network: a fixed default network; without it the default is the first valid
+        configuration in file order, re-evaluated on every reload
+    :param watch: reload when the configuration changes (ocicni's ``InitCNINoInotify`` is
+        ``watch=False``); either way a request for a network that is not loaded reloads once
+        before failing, and :meth:`reload` reloads on demand
+    :param executor: how plugins are run (tests swap in fakes)
+    :param max_concurrent_execs: a limit on plugin processes running at once (``None``: no limit)
+    :param cleanup_timeout: seconds each rollback may take, even after a cancellation
+    :param cni_args: extra ``CNI_ARGS`` pairs for every plugin call (never taken from this
+        process's environment)
+    :param inherit_env: names of variables copied from this process's environment to plugins
+    """
+
+    def __init__(
+        self,
+        conf_dir: str = DEFAULT_CONF_DIR,
+        bin_dirs: Sequence[str] = (DEFAULT_BIN_DIR,),
+        cache_dir: str | None = None,
+        default_network: str | None = None,
+        watch: bool = True,
+        *,
+        executor: PluginExecutor | None = None,
+        max_concurrent_execs: int | None = max(8, 4 * (os.cpu_count() or 1)),
+        cleanup_timeout: float = 60.0,
+        cni_args: Iterable[tuple[str, str]] = (),
+        inherit_env: Iterable[str] = ("PATH",),
+    ) -> None:
+        self.conf_dir = conf_dir
+        self.watch = watch
+        self._default_name = default_network or None
+        self._engine = CNIEngine(
+            bin_dirs,
+            cache_dir=cache_dir,
+            executor=executor,
+            inherit_env=inherit_env,
+            max_concurrent_execs=max_concurrent_execs,
+        )
+        self._cleanup_timeout = cleanup_timeout
+        self._cni_args = tuple(cni_args)
+        validate_cni_args(self._cni_args)
+        self._versions = VersionCache()
+        self._snapshot = ConfigSnapshot(conf_dir=conf_dir)
+        self._reload_lock = anyio.Lock()
+        self._pod_locks = KeyedLock()
+        self._in_flight = 0
+        self._idle = anyio.Event()
+        self._idle.set()
+        self._opened = False
+        self._closed = False
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        if self._opened or self._closed:
+            raise RuntimeError("a CNIPlugin can be entered only once")
+        self._opened = True
+        await self.reload()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop accepting operations and wait for those in flight. Idempotent."""
+        self._closed = True
+        await self._idle.wait()
+
+    def shutdown(self) -> None:
+        """Stop accepting new operations at once (ocicni's ``Shutdown``); see :meth:`aclose`."""
+        self._closed = True
+
+    @asynccontextmanager
+    async def _operation(self) -> AsyncIterator[None]:
+        if self._closed or not self._opened:
+            raise anyio.ClosedResourceError(
+                "this CNIPlugin is closed" if self._closed else "enter the CNIPlugin first"
+            )
+        if self._in_flight == 0:
+            self._idle = anyio.Event()
+        self._in_flight += 1
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.set()
+
+    # -- configuration ------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The plugin's name: ``"cni"``, as in ocicni."""
+        return "cni"
+
+    @property
+    def default_network_name(self) -> str | None:
+        """The default network's name, or ``None`` while there is none."""
+        default = self._snapshot.default
+        return default.name if default is not None else None
+
+    @property
+    def config(self) -> ConfigSnapshot:
+        """The configuration snapshot new operations will use."""
+        return self._snapshot
+
+    @property
+    def engine(self) -> CNIEngine:
+        """The protocol engine underneath, for lower-level calls."""
+        return self._engine
+
+    async def reload(self) -> ConfigSnapshot:
+        """Load the configuration directory again and swap in the new snapshot.
+
+        In-flight operations keep the snapshot they started with.
+        """
+        async with self._reload_lock:
+            return await self._reload_locked()
+
+    async def _reload_locked(self) -> ConfigSnapshot:
+        previous = self._snapshot
+        snapshot = await build_snapshot(
+            self.conf_dir,
+            self._engine,
+            self._versions,
+            default_name=self._default_name,
+            generation=previous.generation + 1,
+        )
+        self._snapshot = snapshot
+        if (previous.default and previous.default.name) != (
+            snapshot.default and snapshot.default.name
+        ):
+            logger.info("default CNI network is now %s", self.default_network_name)
+        return snapshot
+
+    async def _reload_on_miss(self, seen: ConfigSnapshot) -> ConfigSnapshot:
+        async with self._reload_lock:
+            if self._snapshot.generation != seen.generation:  # somebody reloaded meanwhile
+                return self._snapshot
+            return await self._reload_locked()
+
+    async def _resolve(self, pod: PodNetwork) -> list[tuple[NetworkConfigList, str]]:
+        """The (network, ifname) pairs of ``pod``, in request order; reloads once on a miss."""
+        snapshot = self._snapshot
+        plan = _plan(snapshot, pod, self._default_name)
+        if isinstance(plan, NetworkNotFound):
+            snapshot = await self._reload_on_miss(snapshot)
+            plan = _plan(snapshot, pod, self._default_name)
+            if isinstance(plan, NetworkNotFound):
+                raise plan
+        return plan
+
+    # -- runtime parameters -------------------------------------------------------------------
+
+    def _runtime_conf(self, pod: PodNetwork, network: str, ifname: str, netns: str) -> RuntimeConf:
+        args = [
+            ("IgnoreUnknown", "1"),
+            ("K8S_POD_NAMESPACE", pod.namespace),
+            ("K8S_POD_NAME", pod.name),
+            ("K8S_POD_INFRA_CONTAINER_ID", pod.id),
+            ("K8S_POD_UID", pod.uid),
+        ]
+        rc = pod.runtime_config.get(network)
+        if rc is not None and rc.ip:
+            try:
+                ipaddress.ip_address(rc.ip)
+            except ValueError:
+                raise InvalidArgument(
+                    f"invalid static IP {rc.ip!r} for network {network!r}",
+                    code=ERR_INVALID_ENVIRONMENT_VARIABLES,
+                    network=network,
+                ) from None
+            args.append(("IP", rc.ip))
+        if rc is not None and rc.mac:
+            if not _MAC.fullmatch(rc.mac):
+                raise InvalidArgument(
+                    f"invalid static MAC {rc.mac!r} for network {network!r}",
+                    code=ERR_INVALID_ENVIRONMENT_VARIABLES,
+                    network=network,
+                )
+            args.append(("MAC", rc.mac))
+        args.extend(self._cni_args)
+        validate_cni_args(args)
+        return RuntimeConf(
+            container_id=pod.id,
+            netns=netns,
+            ifname=ifname,
+            args=tuple(args),
+            capability_args=capability_args(network, pod),
+        )
+
+    # -- set-up -------------------------------------------------------------------------------
+
+    async def set_up_pod(self, pod: PodNetwork) -> list[NetResult]:
+        """Attach ``pod`` to its networks (the default network when it names none).
+
+        ``lo`` is brought up in the pod's namespace first; then every network is attached
+        concurrently. Results come back in the order of ``pod.networks``.
+
+        **Cancellation and failure**: if any network fails, or the call is cancelled, every
+        network that was started gets DEL (shielded, at most ``cleanup_timeout`` seconds), so
+        nothing stays attached and no cache entry remains; then the error or the cancellation
+        propagates.
+
+        :raises InvalidArgument: a bad container ID, interface name, static IP or MAC, or
+            duplicate interface names (before any plugin runs)
+        :raises NetworkNotFound: a requested network (or the default) has no valid configuration
+        :raises NamespaceError: the pod's network namespace does not exist
+        :raises PodNetworkError: one or more networks failed; each plugin error is kept
+        """
+        validate_container_id(pod.id)
+        async with self._operation():
+            plan = await self._resolve(pod)
+            attachments = [
+                _Attachment(net, self._runtime_conf(pod, net.name, ifname, pod.netns))
+                for net, ifname in plan
+            ]
+            async with self._pod_locks.hold((pod.namespace, pod.name)):
+                started = time.perf_counter()
+                await loopback_up(pod.netns)
+                results = await self._attach_all(pod, attachments)
+            logger.info(
+                "set up pod %s/%s on %s in %.1f ms",
+                pod.namespace,
+                pod.name,
+                ", ".join(a.network.name for a in attachments),
+                (time.perf_counter() - started) * 1000,
+            )
+            return [
+                NetResult(
+                    name=a.network.name,
+                    ifname=a.rt.ifname,
+                    result=_as_current(r),
+                    config_result=_as_config_version(r, a.network),
+                )
+                for a, r in zip(attachments, results, strict=True)
+            ]
+
+    async def _attach_all(self, pod: PodNetwork, attachments: list[_Attachment]) -> list[Result]:
+        results: dict[int, Result] = {}
+        errors: dict[int, CNIError] = {}
+        started: list[int] = []
+
+        async def attach(index: int, tg: anyio.abc.TaskGroup) -> None:
+            started.append(index)
+            a = attachments[index]
+            try:
+                results[index] = await self._engine.add_network_list(a.network, a.rt)
+            except CNIError as exc:
+                errors[index] = exc
+                tg.cancel_scope.cancel()  # stop the siblings; they are rolled back below
+
+        try:
+            async with anyio.create_task_group() as tg:
+                for index in range(len(attachments)):
+                    tg.start_soon(attach, index, tg)
+            if errors:
+                raise PodNetworkError(
+                    f"{pod.namespace}/{pod.name}",
+                    "set-up",
+                    [errors[i] for i in sorted(errors)],
+                )
+        except BaseException as exc:
+            rollback_errors = await self._rollback([attachments[i] for i in sorted(started)])
+            if rollback_errors and isinstance(exc, PodNetworkError):
+                raise PodNetworkError(
+                    exc.pod, "set-up", exc.errors, rollback_errors=rollback_errors
+                ) from None
+            for error in rollback_errors:
+                exc.add_note(f"rollback failed: {error}")
+            raise
+        return [results[i] for i in range(len(attachments))]
+
+    async def _rollback(self, attachments: list[_Attachment]) -> list[CNIError]:
+        """DEL every attachment, shielded, within ``cleanup_timeout``; return the failures."""
+        errors: list[CNIError] = []
+        with anyio.move_on_after(self._cleanup_timeout, shield=True) as scope:
+            errors = await self._detach_all(attachments)
+        if scope.cancelled_caught:
+            errors.append(
+                CNIError(f"rollback did not finish within {self._cleanup_timeout} s", verb="DEL")
+            )
+        for error in errors:
+            logger.error("rollback DEL failed: %s", error)
+        return errors
+
+    async def _detach_all(self, attachments: Sequence[_Attachment]) -> list[CNIError]:
+        errors: dict[int, CNIError] = {}
+
+        async def detach(index: int) -> None:
+            a = attachments[index]
+            try:
+                await self._engine.del_network_list(a.network, a.rt, keep_going=True)
+            except CNIError as exc:
+                exc.add_context(network=a.network.name)
+                errors[index] = exc
+
+        async with anyio.create_task_group() as tg:
+            for index in range(len(attachments)):
+                tg.start_soon(detach, index)
+        return [errors[i] for i in sorted(errors)]
+
+    # -- teardown -----------------------------------------------------------------------------
+
+    async def tear_down_pod(self, pod: PodNetwork) -> None:
+        """Detach ``pod`` from its networks; best effort, every network and plugin is tried.
+
+        With ``pod.networks`` empty the attachments are found in the cache by container ID and
+        torn down with the cached configuration, even if its file is gone; with nothing cached,
+        the default network gets DEL. A namespace that no longer exists is passed as an empty
+        ``CNI_NETNS`` (the SPEC allows it), so IP leases are still released.
+
+        :raises PodNetworkError: some networks failed (all were tried; their cache entries stay
+            so a retry or GC can finish)
+        """
+        validate_container_id(pod.id)
+        async with self._operation(), self._pod_locks.hold((pod.namespace, pod.name)):
+            netns = await _existing(pod.netns)
+            attachments, errors = await self._teardown_targets(pod, netns)
+            errors += await self._detach_all(attachments)
+            if errors:
+                raise PodNetworkError(f"{pod.namespace}/{pod.name}", "teardown", errors)
+            logger.info(
+                "tore down pod %s/%s (%s)",
+                pod.namespace,
+                pod.name,
+                ", ".join(a.network.name for a in attachments) or "nothing attached",
+            )
+
+    async def _teardown_targets(
+        self, pod: PodNetwork, netns: str
+    ) -> tuple[list[_Attachment], list[CNIError]]:
+        cached = {
+            (e.network_name, e.if_name): e
+            for e in await self._engine.get_cached_attachments(pod.id)
+        }
+        snapshot = self._snapshot
+        targets: list[_Attachment] = []
+        errors: list[CNIError] = []
+        if pod.networks:
+            wanted = _assign_ifnames(pod.networks)
+        elif cached:
+            wanted = list(cached)
+        elif snapshot.default is not None:
+            wanted = [(snapshot.default.name, DEFAULT_INTERFACE_NAME)]
+        else:
+            wanted = []
+        for name, ifname in wanted:
+            entry = cached.get((name, ifname))
+            network = _cached_network(entry) if entry is not None else None
+            if network is None:
+                network = snapshot.get(name)
+            if network is None:
+                errors.append(
+                    NetworkNotFound(
+                        "not in the cache and no valid configuration to tear it down with",
+                        path=self.conf_dir,
+                        network=name,
+                    )
+                )
+                continue
+            rt = self._runtime_conf(pod, name, ifname, netns)
+            if entry is not None:
+                rt = RuntimeConf(
+                    container_id=pod.id,
+                    netns=netns,
+                    ifname=ifname,
+                    args=tuple(entry.cni_args) or rt.args,
+                    capability_args=entry.capability_args,
+                )
+            targets.append(_Attachment(network, rt))
+        return targets, errors
+
+    # -- status -------------------------------------------------------------------------------
+
+    async def get_pod_network_status(self, pod: PodNetwork) -> list[NetResult]:
+        """The addresses of ``pod`` on each of its networks, checked.
+
+        ``lo`` must be up. Each network gets CHECK where its version allows (0.4.0 and later)
+        and its configuration does not disable it; the cached result is returned, or, with none
+        cached, the interface's MAC and global addresses as read from the namespace.
+
+        :raises NamespaceError: the namespace is gone, or ``lo`` in it is not up
+        :raises PodNetworkError: CHECK failed on some networks
+        """
+        validate_container_id(pod.id)
+        async with self._operation():
+            plan = await self._resolve(pod)
+            async with self._pod_locks.hold((pod.namespace, pod.name)):
+                lo = await interface_state(pod.netns, "lo")
+                if lo is None or not lo.up:
+                    raise NamespaceError(
+                        f"loopback is not up in the network namespace of pod "
+                        f"{pod.namespace}/{pod.name}",
+                        netns=pod.netns,
+                    )
+                attachments = [
+                    _Attachment(net, self._runtime_conf(pod, net.name, ifname, pod.netns))
+                    for net, ifname in plan
+                ]
+                results: dict[int, NetResult] = {}
+                errors: dict[int, CNIError] = {}
+
+                async def status(index: int) -> None:
+                    try:
+                        results[index] = await self._network_status(attachments[index])
+                    except CNIError as exc:
+                        exc.add_context(network=attachments[index].network.name)
+                        errors[index] = exc
+
+                async with anyio.create_task_group() as tg:
+                    for index in range(len(attachments)):
+                        tg.start_soon(status, index)
+            if errors:
+                raise PodNetworkError(
+                    f"{pod.namespace}/{pod.name}", "status", [errors[i] for i in sorted(errors)]
+                )
+            return [results[i] for i in range(len(attachments))]
+
+    async def _network_status(self, a: _Attachment) -> NetResult:
+        if version_at_least_or_false(a.network.cni_version, "0.4.0") and not (
+            a.network.disable_check
+        ):
+            await self._engine.check_network_list(a.network, a.rt)
+        cached = await self._engine.get_cached_result(a.network, a.rt)
+        if cached is None:
+            state = await interface_state(a.rt.netns, a.rt.ifname)
+            if state is None:
+                raise NamespaceError(
+                    f"interface {a.rt.ifname!r} is not in the namespace", netns=a.rt.netns
+                )
+            cached = Result100(
+                cni_version=CURRENT_VERSION,
+                interfaces=(Interface(name=a.rt.ifname, mac=state.mac, sandbox=a.rt.netns),),
+                ips=tuple(IPConfig(interface=0, address=addr) for addr in state.addresses),
+            )
+        return NetResult(
+            name=a.network.name,
+            ifname=a.rt.ifname,
+            result=_as_current(cached),
+            config_result=_as_config_version(cached, a.network),
+        )
+
+    # -- readiness and GC ---------------------------------------------------------------------
+
+    async def status(self) -> None:
+        """Return when the plugin is ready; raise why it is not.
+
+        Ready means a default network exists and, for version 1.1.0 and later, its plugins
+        answer STATUS successfully.
+
+        :raises NetworkNotFound: there is no (valid) default network
+        :raises PluginError: a plugin reported it is not ready (``PluginNotAvailable``,
+            ``LimitedConnectivity``, ...)
+        """
+        async with self._operation():
+            snapshot = self._snapshot
+            if snapshot.default is None:
+                snapshot = await self._reload_on_miss(snapshot)
+            if snapshot.default is None:
+                raise snapshot.missing_default(self._default_name)
+            await self._engine.status_network_list(snapshot.default)
+
+    async def gc(self, valid_pods: Iterable[PodNetwork]) -> None:
+        """Remove every cached attachment that does not belong to ``valid_pods``, then run GC.
+
+        Stale attachments get DEL with their cached configuration (taking their pod's lock);
+        then each network of version 1.1.0 and later gets the GC verb with the attachments of
+        the valid pods. Networks that set ``disableGC`` are left alone. Every step is tried.
+
+        :raises MultipleErrors: some steps failed (each error is kept)
+        """
+        async with self._operation():
+            valid = list(valid_pods)
+            valid_ids = {p.id for p in valid}
+            snapshot = self._snapshot
+            entries = await self._engine.get_cached_attachments()
+            stale: dict[tuple[str, str], list[CacheEntry]] = {}
+            for entry in entries:
+                current = snapshot.get(entry.network_name)
+                if entry.container_id in valid_ids or (current and current.disable_gc):
+                    continue
+                args = dict(entry.cni_args)
+                key = (
+                    args.get("K8S_POD_NAMESPACE", ""),
+                    args.get("K8S_POD_NAME", entry.container_id),
+                )
+                stale.setdefault(key, []).append(entry)
+            errors: list[CNIError] = []
+
+            async def collect(key: tuple[str, str], group: list[CacheEntry]) -> None:
+                async with self._pod_locks.hold(key):
+                    targets = []
+                    for entry in group:
+                        network = _cached_network(entry) or snapshot.get(entry.network_name)
+                        if network is None:
+                            continue
+                        targets.append(
+                            _Attachment(
+                                network,
+                                RuntimeConf(
+                                    container_id=entry.container_id,
+                                    netns=await _existing(entry.netns),
+                                    ifname=entry.if_name,
+                                    args=tuple(entry.cni_args),
+                                    capability_args=entry.capability_args,
+                                ),
+                            )
+                        )
+                    errors.extend(await self._detach_all(targets))
+
+            async with anyio.create_task_group() as tg:
+                for key, group in stale.items():
+                    tg.start_soon(collect, key, group)
+
+            in_use: dict[str, set[tuple[str, str]]] = {}
+            for entry in entries:
+                if entry.container_id in valid_ids:
+                    in_use.setdefault(entry.network_name, set()).add(
+                        (entry.container_id, entry.if_name)
+                    )
+            for pod in valid:
+                plan = _plan(snapshot, pod, self._default_name)
+                if not isinstance(plan, NetworkNotFound):
+                    for network, ifname in plan:
+                        in_use.setdefault(network.name, set()).add((pod.id, ifname))
+            for network in snapshot.networks:
+                if network.disable_gc or not version_at_least_or_false(
+                    network.cni_version, "1.1.0"
+                ):
+                    continue
+                try:
+                    await self._engine.gc_plugins(network, sorted(in_use.get(network.name, ())))
+                except MultipleErrors as exc:
+                    errors.extend(exc.errors)
+            if errors:
+                raise MultipleErrors("garbage collection failed", errors)
+
+
+def _assign_ifnames(requests: Sequence[NetAttachment]) -> list[tuple[str, str]]:
+    """Explicit names as given; the rest get the lowest free ``ethN``, in request order.
+
+    :raises InvalidArgument: an explicit name is invalid or used twice
+    """
+    explicit = [r.ifname for r in requests if r.ifname]
+    for ifname in explicit:
+        validate_ifname(ifname)
+    duplicates = sorted({n for n in explicit if explicit.count(n) > 1})
+    if duplicates:
+        raise InvalidArgument(
+            f"interface name{'s' if len(duplicates) > 1 else ''} "
+            f"{', '.join(duplicates)} requested more than once",
+            code=ERR_INVALID_ENVIRONMENT_VARIABLES,
+        )
+    taken = set(explicit)
+    assigned = []
+    index = 0
+    for request in requests:
+        ifname = request.ifname
+        if not ifname:
+            while f"eth{index}" in taken:
+                index += 1
+            ifname = f"eth{index}"
+            taken.add(ifname)
+        assigned.append((request.name, ifname))
+    return assigned
+
+
+def _plan(
+    snapshot: ConfigSnapshot, pod: PodNetwork, default_name: str | None
+) -> list[tuple[NetworkConfigList, str]] | NetworkNotFound:
+    """Resolve ``pod``'s networks against ``snapshot``; a NetworkNotFound (not raised) on a miss."""
+    if not pod.networks:
+        if snapshot.default is None:
+            return snapshot.missing_default(default_name)
+        return [(snapshot.default, DEFAULT_INTERFACE_NAME)]
+    pairs = _assign_ifnames(pod.networks)
+    missing = [name for name, _ in pairs if snapshot.get(name) is None]
+    if missing:
+        names = ", ".join(repr(n) for n in dict.fromkeys(missing))
+        return NetworkNotFound(
+            f"no valid configuration for network{'s' if len(missing) > 1 else ''} {names}",
+            path=snapshot.conf_dir,
+            network=missing[0],
+        )
+    plan = []
+    for name, ifname in pairs:
+        network = snapshot.get(name)
+        assert network is not None
+        plan.append((network, ifname))
+    return plan
+
+
+async def _existing(netns: str) -> str:
+    """``netns`` if that namespace still exists, else ``""`` (DEL accepts an empty CNI_NETNS)."""
+    return netns if netns and await anyio.Path(netns).exists() else ""
+
+
+def _cached_network(entry: CacheEntry) -> NetworkConfigList | None:
+    """The configuration an attachment was made with, from its cache entry."""
+    if not entry.config:
+        return None
+    try:
+        network = parse_conflist(entry.config)
+    except ConfigError:
+        return None
+    return network if network.name == entry.network_name else None
+
+
+def _as_current(result: Result) -> Result100:
+    current = convert_result(result, CURRENT_VERSION)
+    assert isinstance(current, Result100)
+    return current
+
+
+def _as_config_version(result: Result, network: NetworkConfigList) -> Result:
+    try:
+        return convert_result(result, network.cni_version)
+    except CNIError:
+        return result

@@ -1,0 +1,417 @@
+"""CNIPlugin with fake plugins, in namespaces the tests make (for ``lo``)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from cni_async._errors import (
+    ContainerUnknown,
+    InvalidArgument,
+    MultipleErrors,
+    NamespaceError,
+    NetworkNotFound,
+    PluginNotAvailable,
+    PodNetworkError,
+)
+from cni_async._models import (
+    BandwidthConfig,
+    IpRange,
+    NetAttachment,
+    PodNetwork,
+    PortMapping,
+    RuntimeConfig,
+)
+from cni_async._plugin import CNIPlugin, _assign_ifnames
+from cni_async._results import Result040, Result100
+
+from .support.netns import Sandbox, link_state, require_real_plugins, sandbox
+from .support.plugins import FakePlugin, write_conflist
+from .support.procs import children
+
+pytestmark = [pytest.mark.anyio, pytest.mark.privileged]
+
+
+@pytest.fixture
+def net() -> Iterator[Sandbox]:
+    require_real_plugins()
+    with sandbox() as s:
+        yield s
+
+
+@pytest.fixture
+def dirs(tmp_path: Path) -> dict[str, Path]:
+    d = {name: tmp_path / name for name in ("conf", "bin", "cache")}
+    for path in d.values():
+        path.mkdir()
+    return d
+
+
+@pytest.fixture
+def fakes(dirs: dict[str, Path]) -> dict[str, FakePlugin]:
+    return {name: FakePlugin(dirs["bin"], name) for name in ("fa", "fb", "fc")}
+
+
+@pytest.fixture
+async def cni(dirs: dict[str, Path], fakes: dict[str, FakePlugin]) -> AsyncIterator[CNIPlugin]:
+    write_conflist(
+        dirs["conf"],
+        "neta",
+        [{"type": "fa", "capabilities": {"portMappings": True}}],
+        filename="10-neta.conflist",
+    )
+    write_conflist(
+        dirs["conf"],
+        "netb",
+        [{"type": "fb", "capabilities": {"aliases": True}}],
+        filename="20-netb.conflist",
+        version="0.4.0",
+    )
+    async with CNIPlugin(
+        str(dirs["conf"]),
+        [str(dirs["bin"])],
+        str(dirs["cache"]),
+        watch=False,
+        cleanup_timeout=10,
+    ) as plugin:
+        yield plugin
+
+
+def pod(net: Sandbox, *networks: str | tuple[str, str], name: str = "p1", **kw: Any) -> PodNetwork:
+    attachments = [NetAttachment(n) if isinstance(n, str) else NetAttachment(*n) for n in networks]
+    return PodNetwork(
+        name, "ns1", f"{net.prefix}-{name}", f"uid-{name}", net.netns(name), attachments, **kw
+    )
+
+
+def cache_files(dirs: dict[str, Path]) -> list[str]:
+    results = dirs["cache"] / "results"
+    return sorted(os.listdir(results)) if results.exists() else []
+
+
+def test_interface_names() -> None:
+    assert _assign_ifnames(
+        [
+            NetAttachment("a"),
+            NetAttachment("b", "eth0"),
+            NetAttachment("c"),
+            NetAttachment("d", "net1"),
+        ]
+    ) == [("a", "eth1"), ("b", "eth0"), ("c", "eth2"), ("d", "net1")]
+    with pytest.raises(InvalidArgument, match="eth1 requested more than once"):
+        _assign_ifnames([NetAttachment("a", "eth1"), NetAttachment("b", "eth1")])
+    with pytest.raises(InvalidArgument):
+        _assign_ifnames([NetAttachment("a", "x/y")])
+
+
+async def test_set_up_default_network(
+    cni: CNIPlugin, net: Sandbox, fakes: dict[str, FakePlugin], dirs: dict[str, Path]
+) -> None:
+    assert cni.name == "cni"
+    assert cni.default_network_name == "neta"
+    p = pod(net)
+    assert "UP" not in link_state(p.netns, "lo")
+    [result] = await cni.set_up_pod(p)
+    assert (result.name, result.ifname) == ("neta", "eth0")
+    assert isinstance(result.result, Result100)
+    assert result.result.ips[0].address == "10.99.0.2/24"
+    assert "UP" in link_state(p.netns, "lo")
+    [call] = fakes["fa"].calls("ADD")
+    assert call["env"]["CNI_ARGS"] == (
+        f"IgnoreUnknown=1;K8S_POD_NAMESPACE=ns1;K8S_POD_NAME=p1;"
+        f"K8S_POD_INFRA_CONTAINER_ID={p.id};K8S_POD_UID=uid-p1"
+    )
+    assert cache_files(dirs) == [f"neta-{p.id}-eth0"]
+
+
+async def test_results_in_request_order_and_versions(
+    cni: CNIPlugin, net: Sandbox, fakes: dict[str, FakePlugin]
+) -> None:
+    results = await cni.set_up_pod(pod(net, "netb", "neta"))
+    assert [(r.name, r.ifname) for r in results] == [("netb", "eth0"), ("neta", "eth1")]
+    assert isinstance(results[0].config_result, Result040)
+    assert isinstance(results[0].result, Result100)
+    assert results[0].result.ips[0].address == "10.99.0.2/24"
+
+
+async def test_networks_attach_concurrently(
+    cni: CNIPlugin, net: Sandbox, fakes: dict[str, FakePlugin]
+) -> None:
+    fakes["fa"].on("ADD", sleep=0.6)
+    fakes["fb"].on("ADD", sleep=0.6)
+    await cni.set_up_pod(pod(net, "neta", "netb"))
+    [a], [b] = fakes["fa"].calls("ADD"), fakes["fb"].calls("ADD")
+    assert abs(a["time"] - b["time"]) < 0.4
+
+
+async def test_same_pod_serialised_other_pods_parallel(
+    cni: CNIPlugin, net: Sandbox, fakes: dict[str, FakePlugin]
+) -> None:
+    fakes["fa"].on("ADD", sleep=0.6)
+    p1, p2 = pod(net, name="p1"), pod(net, name="p2")
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(cni.set_up_pod, p1)
+        tg.start_soon(cni.set_up_pod, p1)
+        tg.start_soon(cni.set_up_pod, p2)
+    starts: dict[str, list[float]] = {}
+    for c in fakes["fa"].calls("ADD"):
+        starts.setdefault(c["env"]["CNI_CONTAINERID"], []).append(c["time"])
+    first, second = sorted(starts[p1.id])
+    assert second - first >= 0.55  # the second waited for the first
+    assert abs(starts[p2.id][0] - first) < 0.4 or abs(starts[p2.id][0] - second) < 0.4
+
+
+async def test_failure_rolls_back_every_started_network(
+    cni: CNIPlugin, net: Sandbox, fakes: dict[str, FakePlugin], dirs: dict[str, Path]
+) -> None:
+    fakes["fb"].on("ADD", stdout={"code": 3, "msg": "no such container"}, exit=1, sleep=0.3)
+    p = pod(net, "neta", "netb")
+    with pytest.raises(PodNetworkError) as info:
+        await cni.set_up_pod(p)
+    err = info.value
+    assert err.pod == "ns1/p1"
+    assert err.failed_networks == ("netb",)
+    assert err.code == 3
+    assert isinstance(err.errors[0], ContainerUnknown)
+    assert "rolled back" in str(err)
+    assert len(fakes["fa"].calls("DEL")) == 1
+    assert len(fakes["fb"].calls("DEL")) == 1
+    assert cache_files(dirs) == []
+
+
+@pytest.mark.parametrize("how", ["move_on_after", "fail_after", "task_group"])
+async def test_cancellation_rolls_back(
+    cni: CNIPlugin, net: Sandbox, fakes: dict[str, FakePlugin], dirs: dict[str, Path], how: str
+) -> None:
+    fakes["fb"].on("ADD", sleep=60)
+    p = pod(net, "neta", "netb")
+    if how == "move_on_after":
+        with anyio.move_on_after(1.0) as scope:
+            await cni.set_up_pod(p)
+        assert scope.cancelled_caught
+    elif how == "fail_after":
+        with pytest.raises(TimeoutError), anyio.fail_after(1.0):
+            await cni.set_up_pod(p)
+    else:
+
+        async def boom() -> None:
+            await anyio.sleep(1.0)
+            raise RuntimeError("sibling")
+
+        with pytest.raises(ExceptionGroup):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(cni.set_up_pod, p)
+                tg.start_soon(boom)
+    assert len(fakes["fa"].calls("ADD")) == 1
+    assert len(fakes["fa"].calls("DEL")) == 1
+    assert len(fakes["fb"].calls("DEL")) == 1
+    assert cache_files(dirs) == []
+    assert children() == []
+
+
+async def test_duplicate_ifnames_rejected_before_any_plugin(
+    cni: CNIPlugin, net: Sandbox, fakes: dict[str, FakePlugin]
+) -> None:
+    with pytest.raises(InvalidArgument):
+        await cni.set_up_pod(pod(net, ("neta", "eth0"), ("netb", "eth0")))
+    assert fakes["fa"].calls("ADD") == [] and fakes["fb"].calls("ADD") == []
+
+
+async def test_bad_static_ip_and_mac(
+    cni: CNIPlugin, net: Sandbox, fakes: dict[str, FakePlugin]
+) -> None:
+    for rc in (RuntimeConfig(ip="10.0.0.300"), RuntimeConfig(mac="zz:00:00:00:00:00")):
+        with pytest.raises(InvalidArgument):
+            await cni.set_up_pod(pod(net, "neta", runtime_config={"neta": rc}, name=f"p{id(rc)}"))
+    assert fakes["fa"].calls("ADD") == []
+    p = pod(
+        net, "neta", runtime_config={"neta": RuntimeConfig(ip="10.1.2.3", mac="02:00:00:00:00:01")}
+    )
+    await cni.set_up_pod(p)
+    assert (
+        fakes["fa"]
+        .calls("ADD")[0]["env"]["CNI_ARGS"]
+        .endswith(";IP=10.1.2.3;MAC=02:00:00:00:00:01")
+    )
+
+
+async def test_capability_args(cni: CNIPlugin, net: Sandbox, fakes: dict[str, FakePlugin]) -> None:
+    rc = RuntimeConfig(
+        port_mappings=[PortMapping(8080, 80, host_ip="127.0.0.1")],
+        bandwidth=BandwidthConfig(ingress_rate=1000, ingress_burst=10),
+        ip_ranges=[[IpRange("10.5.0.0/16", range_start="10.5.0.10")]],
+        pod_annotations={"secret": "x"},
+    )
+    p = pod(
+        net,
+        "neta",
+        "netb",
+        runtime_config={"neta": rc, "netb": rc},
+        aliases={"netb": ["web"], "neta": ["other"]},
+    )
+    await cni.set_up_pod(p)
+    assert fakes["fa"].stdins("ADD")[0]["runtimeConfig"] == {
+        "portMappings": [
+            {"hostPort": 8080, "containerPort": 80, "protocol": "tcp", "hostIP": "127.0.0.1"}
+        ]
+    }
+    assert fakes["fb"].stdins("ADD")[0]["runtimeConfig"] == {"aliases": {"netb": ["web"]}}
+    cached = json.loads((Path(cni.engine.cache.results_dir) / f"neta-{p.id}-eth0").read_text())
+    assert cached["capabilityArgs"]["bandwidth"] == {"ingressRate": 1000, "ingressBurst": 10}
+    assert cached["capabilityArgs"]["ipRanges"] == [
+        [{"subnet": "10.5.0.0/16", "rangeStart": "10.5.0.10"}]
+    ]
+
+
+async def test_teardown_from_cache_without_config(
+    cni: CNIPlugin, net: Sandbox, fakes: dict[str, FakePlugin], dirs: dict[str, Path]
+) -> None:
+    p = pod(net, "neta", "netb")
+    await cni.set_up_pod(p)
+    for f in dirs["conf"].iterdir():
+        f.unlink()
+    await cni.reload()
+    await cni.tear_down_pod(PodNetwork(p.name, p.namespace, p.id, p.uid, p.netns))
+    [del_a] = fakes["fa"].calls("DEL")
+    [del_b] = fakes["fb"].calls("DEL")
+    assert del_a["env"]["CNI_IFNAME"] == "eth0" and del_b["env"]["CNI_IFNAME"] == "eth1"
+    assert json.loads(del_b["stdin"])["prevResult"]["ips"][0]["address"] == "10.99.0.2/24"
+    assert cache_files(dirs) == []
+
+
+async def test_teardown_is_best_effort(
+    cni: CNIPlugin, net: Sandbox, fakes: dict[str, FakePlugin], dirs: dict[str, Path]
+) -> None:
+    p = pod(net, "neta", "netb")
+    await cni.set_up_pod(p)
+    fakes["fa"].on("DEL", stdout={"code": 11, "msg": "busy"}, exit=1)
+    with pytest.raises(PodNetworkError) as info:
+        await cni.tear_down_pod(p)
+    assert info.value.failed_networks == ("neta",)
+    assert len(fakes["fb"].calls("DEL")) == 1
+    assert cache_files(dirs) == [f"neta-{p.id}-eth0"]
+    fakes["fa"].on("DEL")
+    await cni.tear_down_pod(p)
+    assert cache_files(dirs) == []
+
+
+async def test_teardown_with_namespace_gone(
+    cni: CNIPlugin, net: Sandbox, fakes: dict[str, FakePlugin]
+) -> None:
+    p = pod(net, "neta")
+    await cni.set_up_pod(p)
+    os.system(f"ip netns del {os.path.basename(p.netns)}")
+    await cni.tear_down_pod(p)
+    assert fakes["fa"].calls("DEL")[0]["env"]["CNI_NETNS"] == ""
+
+
+async def test_status_of_pod(
+    cni: CNIPlugin, net: Sandbox, fakes: dict[str, FakePlugin], dirs: dict[str, Path]
+) -> None:
+    p = pod(net, "neta", "netb")
+    with pytest.raises(NamespaceError, match="loopback is not up"):
+        await cni.get_pod_network_status(p)
+    await cni.set_up_pod(p)
+    results = await cni.get_pod_network_status(p)
+    assert [r.result.ips[0].address for r in results] == ["10.99.0.2/24", "10.99.0.2/24"]
+    assert len(fakes["fa"].calls("CHECK")) == 1 and len(fakes["fb"].calls("CHECK")) == 1
+    # Without a cached result, the addresses come from the namespace.
+    for f in (dirs["cache"] / "results").iterdir():
+        f.unlink()
+    ns = os.path.basename(p.netns)
+    os.system(f"ip -n {ns} link add eth0 type veth peer name peer0")
+    os.system(f"ip -n {ns} addr add 10.77.0.5/24 dev eth0")
+    os.system(f"ip -n {ns} link add eth1 type veth peer name peer1")
+    results = await cni.get_pod_network_status(p)
+    assert [list(r.result.ips) and r.result.ips[0].address for r in results] == ["10.77.0.5/24", []]
+    assert results[0].result.interfaces[0].mac != ""
+
+
+async def test_missing_network_and_reload_on_miss(
+    cni: CNIPlugin, net: Sandbox, fakes: dict[str, FakePlugin], dirs: dict[str, Path]
+) -> None:
+    with pytest.raises(NetworkNotFound, match="'netc'"):
+        await cni.set_up_pod(pod(net, "netc", name="p0"))
+    write_conflist(dirs["conf"], "netc", [{"type": "fc"}], filename="30-netc.conflist")
+    [result] = await cni.set_up_pod(pod(net, "netc"))
+    assert result.name == "netc"
+
+
+async def test_plugin_binary_missing_makes_network_invalid(
+    dirs: dict[str, Path], fakes: dict[str, FakePlugin], net: Sandbox
+) -> None:
+    write_conflist(dirs["conf"], "ghost", [{"type": "nope"}], filename="05-ghost.conflist")
+    write_conflist(dirs["conf"], "real", [{"type": "fa"}], filename="10-real.conflist")
+    async with CNIPlugin(str(dirs["conf"]), [str(dirs["bin"])], str(dirs["cache"])) as cni:
+        assert cni.default_network_name == "real"
+        [(path, error)] = cni.config.invalid
+        assert path.endswith("05-ghost.conflist") and "nope" in str(error)
+    async with CNIPlugin(
+        str(dirs["conf"]), [str(dirs["bin"])], str(dirs["cache"]), default_network="ghost"
+    ) as cni:
+        assert cni.default_network_name is None
+        with pytest.raises(NetworkNotFound, match="'ghost'"):
+            await cni.status()
+        with pytest.raises(NetworkNotFound):
+            await cni.set_up_pod(pod(net))
+
+
+async def test_status_readiness(dirs: dict[str, Path], fakes: dict[str, FakePlugin]) -> None:
+    async with CNIPlugin(str(dirs["conf"]), [str(dirs["bin"])], str(dirs["cache"])) as cni:
+        with pytest.raises(NetworkNotFound, match="has your network provider started"):
+            await cni.status()
+        write_conflist(dirs["conf"], "neta", [{"type": "fa"}])
+        await cni.status()  # reloads on the miss
+        fakes["fa"].on("STATUS", stdout={"code": 50, "msg": "out of addresses"}, exit=1)
+        with pytest.raises(PluginNotAvailable):
+            await cni.status()
+
+
+async def test_gc(
+    cni: CNIPlugin, net: Sandbox, fakes: dict[str, FakePlugin], dirs: dict[str, Path]
+) -> None:
+    keep, drop = pod(net, "neta", "netb", name="keep"), pod(net, "neta", name="drop")
+    await cni.set_up_pod(keep)
+    await cni.set_up_pod(drop)
+    await cni.gc([keep])
+    assert cache_files(dirs) == [f"neta-{keep.id}-eth0", f"netb-{keep.id}-eth1"]
+    [stale_del] = fakes["fa"].calls("DEL")
+    assert stale_del["env"]["CNI_CONTAINERID"] == drop.id
+    [gc] = fakes["fa"].stdins("GC")
+    assert gc["cni.dev/valid-attachments"] == [{"containerID": keep.id, "ifname": "eth0"}]
+    assert fakes["fb"].calls("GC") == []  # 0.4.0: no GC verb
+    fakes["fa"].on("GC", stdout={"code": 5, "msg": "io"}, exit=1)
+    with pytest.raises(MultipleErrors):
+        await cni.gc([keep])
+
+
+async def test_closed(dirs: dict[str, Path], fakes: dict[str, FakePlugin], net: Sandbox) -> None:
+    cni = CNIPlugin(str(dirs["conf"]), [str(dirs["bin"])], str(dirs["cache"]))
+    with pytest.raises(anyio.ClosedResourceError):
+        await cni.status()
+    async with cni:
+        pass
+    await cni.aclose()
+    with pytest.raises(anyio.ClosedResourceError):
+        await cni.set_up_pod(pod(net))
+
+
+async def test_lock_wait_is_cancellable(
+    cni: CNIPlugin, net: Sandbox, fakes: dict[str, FakePlugin]
+) -> None:
+    fakes["fa"].on("ADD", sleep=1.5)
+    p = pod(net)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(cni.set_up_pod, p)
+        await anyio.sleep(0.3)
+        with anyio.move_on_after(0.3) as scope:
+            await cni.tear_down_pod(p)  # waits for the pod's lock, then gives up
+        assert scope.cancelled_caught
+    assert fakes["fa"].calls("DEL") == []
+    assert len(cni._pod_locks) == 0
