@@ -4,8 +4,9 @@ Layers, bottom up: ``_specversion`` (CNI versions), ``_results`` (typed results 
 version and conversion between them), ``_config`` (network configuration files), ``_exec``
 (running one plugin process), ``_cache`` (libcni's on-disk cache), ``_engine`` (plugin chains
 for every CNI verb, libcni's role); then the pod API on top: ``_models`` (PodNetwork and
-friends), ``_snapshot`` (validated configuration generations), ``_locks`` (per-pod locks),
-``_netns`` (netlink inside a pod's namespace) and ``_plugin`` (CNIPlugin, ocicni's role).
+friends), ``_snapshot`` (validated configuration generations), ``_events`` and ``_watch``
+(configuration events; inotify as an async iterator), ``_locks`` (per-pod locks), ``_netns``
+(netlink inside a pod's namespace) and ``_plugin`` (CNIPlugin, ocicni's role).
 Everything public is re-exported here.
 """
 
@@ -24,6 +25,7 @@ from ._config import load_config_file as load_config_file
 from ._config import load_conflist_file as load_conflist_file
 from ._config import parse_conflist as parse_conflist
 from ._config import parse_plugin_config as parse_plugin_config
+from ._engine import DEFAULT_TIMEOUTS as DEFAULT_TIMEOUTS
 from ._engine import CNIEngine as CNIEngine
 from ._engine import PluginInfo as PluginInfo
 from ._engine import RuntimeConf as RuntimeConf
@@ -47,6 +49,19 @@ from ._errors import PodNetworkError as PodNetworkError
 from ._errors import ProtocolError as ProtocolError
 from ._errors import TryAgainLater as TryAgainLater
 from ._errors import VersionError as VersionError
+from ._events import ConfigEvent as ConfigEvent
+from ._events import DefaultNetworkChanged as DefaultNetworkChanged
+from ._events import EventSubscription as EventSubscription
+from ._events import FileInvalid as FileInvalid
+from ._events import NetworkAdded as NetworkAdded
+from ._events import NetworkChanged as NetworkChanged
+from ._events import NetworkRemoved as NetworkRemoved
+from ._events import NotReady as NotReady
+from ._events import PluginAppeared as PluginAppeared
+from ._events import PluginRemoved as PluginRemoved
+from ._events import Ready as Ready
+from ._events import Reloaded as Reloaded
+from ._events import WatcherDegraded as WatcherDegraded
 from ._exec import PluginExecutor as PluginExecutor
 from ._exec import SpawnExecutor as SpawnExecutor
 from ._models import BandwidthConfig as BandwidthConfig
@@ -77,6 +92,8 @@ from ._snapshot import ConfigSnapshot as ConfigSnapshot
 from ._specversion import ALL_VERSIONS as ALL_VERSIONS
 from ._specversion import CURRENT_VERSION as CURRENT_VERSION
 from ._version import __version__ as __version__
+from ._watch import ConfigWatcher as ConfigWatcher
+from ._watch import watch_config as watch_config
 
 __all__ = (
     # the pod API (ocicni's)
@@ -92,6 +109,23 @@ __all__ = (
     "DEFAULT_BIN_DIR",
     "DEFAULT_CONF_DIR",
     "DEFAULT_INTERFACE_NAME",
+    "DEFAULT_TIMEOUTS",
+    # configuration events
+    "watch_config",
+    "ConfigWatcher",
+    "EventSubscription",
+    "ConfigEvent",
+    "NetworkAdded",
+    "NetworkChanged",
+    "NetworkRemoved",
+    "DefaultNetworkChanged",
+    "FileInvalid",
+    "PluginAppeared",
+    "PluginRemoved",
+    "WatcherDegraded",
+    "Ready",
+    "NotReady",
+    "Reloaded",
     # the protocol engine
     "CNIEngine",
     "RuntimeConf",

@@ -65,6 +65,7 @@ class ResultCache:
     def __init__(self, cache_dir: str | None = None) -> None:
         self.cache_dir = cache_dir or DEFAULT_CACHE_DIR
         self.results_dir = os.path.join(self.cache_dir, "results")
+        self.tmp_dir = os.path.join(self.cache_dir, "cni_async-tmp")
 
     def path(self, network: str, container_id: str, ifname: str) -> str:
         """The entry's path; validates the three names first."""
@@ -85,7 +86,9 @@ class ResultCache:
         path = self.path(entry.network_name, entry.container_id, entry.if_name)
         data = _encoder.encode(entry)
         try:
-            await anyio.to_thread.run_sync(_write_atomically, self.results_dir, path, data)
+            await anyio.to_thread.run_sync(
+                _write_atomically, self.results_dir, self.tmp_dir, path, data
+            )
         except OSError as exc:
             raise CacheError(
                 f"failed to write cache entry {path}: {exc.strerror or exc}; check that "
@@ -93,6 +96,20 @@ class ResultCache:
                 path=path,
                 network=entry.network_name,
             ) from exc
+
+    async def remove_stale_temporaries(self) -> None:
+        """Remove temporary files that a process which died mid-write left behind."""
+        await anyio.to_thread.run_sync(self._remove_stale_temporaries)
+
+    def _remove_stale_temporaries(self) -> None:
+        try:
+            names = os.listdir(self.tmp_dir)
+        except OSError:
+            return
+        for name in names:
+            pid = name.rsplit(".", 1)[-1].split("-", 1)[0]
+            if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+                _unlink_quietly(os.path.join(self.tmp_dir, name))
 
     async def remove(self, network: str, container_id: str, ifname: str) -> None:
         """Remove an entry; a missing one is not an error."""
@@ -146,13 +163,17 @@ def _read_or_none(path: str) -> bytes | None:
 
 
 def _unlink_quietly(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
+    # As libcni: a cache entry that cannot be removed must not fail a DEL that succeeded.
+    with contextlib.suppress(OSError):
         os.unlink(path)
 
 
-def _write_atomically(directory: str, path: str, data: bytes) -> None:
+def _write_atomically(directory: str, tmp_dir: str, path: str, data: bytes) -> None:
     os.makedirs(directory, mode=0o700, exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}-{id(data):x}"
+    os.makedirs(tmp_dir, mode=0o700, exist_ok=True)
+    # The temporary file lives beside results/, never in it: Go's GetCachedAttachments lists
+    # every file there and would take a leftover temporary file for an attachment.
+    tmp = os.path.join(tmp_dir, f"{os.path.basename(path)}.{os.getpid()}-{id(data):x}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
         try:

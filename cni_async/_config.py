@@ -37,6 +37,7 @@ __all__ = [
     "parse_plugin_config",
     "plugin_stdin",
     "status_stdin",
+    "with_directory_plugins",
 ]
 
 CONFLIST_EXTENSIONS: Final = (".conflist",)
@@ -614,3 +615,17 @@ def status_stdin(netlist: NetworkConfigList, plugin: PluginConfig) -> bytes:
     """Build the stdin of one plugin of a list for STATUS: its configuration with the list's
     ``name`` and ``cniVersion``."""
     return _encoder.encode(_base_stdin(netlist, plugin))
+
+
+async def with_directory_plugins(netlist: NetworkConfigList, conf_dir: str) -> NetworkConfigList:
+    """``netlist`` with the plugins of ``<conf_dir>/<name>/`` appended (as when it was loaded).
+
+    For a list whose bytes were kept without its sub-directory plugins (a cache entry).
+    Unchanged when the list sets ``loadOnlyInlinedPlugins``.
+
+    :raises ConfigError: if the directory cannot be read, a plugin file is invalid, or the
+        list ends up with no plugins
+    """
+    return await _add_dir_plugins(
+        netlist, os.path.join(conf_dir, f"{netlist.name}.conflist"), set()
+    )

@@ -9,9 +9,10 @@ back on its own either; :class:`~cni_async.CNIPlugin` does that on top of it.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 import anyio
@@ -26,19 +27,31 @@ from ._errors import (
     ConfigError,
     MultipleErrors,
     PluginError,
+    PluginTimeout,
     ProtocolError,
     VersionError,
 )
 from ._exec import PluginExecutor, SpawnExecutor, cni_env
 from ._results import Result, convert_result, parse_result, result_from_builtins, result_to_builtins
 from ._specversion import CURRENT_VERSION, version_at_least, version_at_least_or_false
-from ._validation import validate_attachment, validate_cni_args
+from ._validation import validate_attachment, validate_cni_args, validate_network_name
 
-__all__ = ["CNIEngine", "PluginInfo", "RuntimeConf"]
+__all__ = ["DEFAULT_TIMEOUTS", "CNIEngine", "PluginInfo", "RuntimeConf"]
 
 logger = logging.getLogger("cni_async.engine")
 
 _VERSION_STDIN: Final = msgspec.json.encode({"cniVersion": CURRENT_VERSION})
+
+DEFAULT_TIMEOUTS: Final[Mapping[str, float | None]] = {
+    "ADD": 120.0,
+    "CHECK": 60.0,
+    "DEL": 120.0,
+    "VERSION": 10.0,
+    "STATUS": 30.0,
+    "GC": 120.0,
+}
+"""Default limits on one plugin run per verb, in seconds (libcni has none: a hung plugin
+hangs the runtime)."""
 
 
 class RuntimeConf(msgspec.Struct, frozen=True, kw_only=True):
@@ -84,6 +97,10 @@ class CNIEngine:
         plugin's environment (only ``PATH`` by default; libcni passes everything)
     :param extra_env: further variables for every plugin's environment
     :param max_concurrent_execs: a limit on plugin processes running at once, or ``None``
+    :param timeouts: the longest each verb's plugin may run, in seconds, by verb (``"ADD"``,
+        ``"VERSION"``, ...); a plugin that runs longer is stopped and :class:`PluginTimeout`
+        raised. Missing verbs use :data:`DEFAULT_TIMEOUTS`; ``None`` means no limit. The
+        caller's own cancel scopes apply as well.
     """
 
     def __init__(
@@ -95,8 +112,10 @@ class CNIEngine:
         inherit_env: Iterable[str] = ("PATH",),
         extra_env: Mapping[str, str] | None = None,
         max_concurrent_execs: int | None = None,
+        timeouts: Mapping[str, float | None] | None = None,
     ) -> None:
         self.bin_dirs = tuple(bin_dirs)
+        self.timeouts: dict[str, float | None] = {**DEFAULT_TIMEOUTS, **(timeouts or {})}
         self.cache = ResultCache(cache_dir)
         self.executor: PluginExecutor = executor or SpawnExecutor()
         base = {k: os.environ[k] for k in inherit_env if k in os.environ}
@@ -128,26 +147,40 @@ class CNIEngine:
             )
         else:
             env = cni_env(verb, bin_dirs=self.bin_dirs, base=self._base_env)
+        return await self._run(plugin.type, verb, stdin, env, network)
+
+    async def _run(
+        self, plugin_type: str, verb: str, stdin: bytes, env: Mapping[str, str], network: str | None
+    ) -> bytes:
+        """Find and run one plugin under the process limit and the verb's timeout."""
         started = time.perf_counter()
+        timeout = self.timeouts.get(verb)
         try:
-            path = self.executor.find_plugin(plugin.type, self.bin_dirs)
-            if self._limiter is None:
-                out = await self.executor.exec_plugin(path, stdin=stdin, env=env)
-            else:
+            path = self.executor.find_plugin(plugin_type, self.bin_dirs)
+            with anyio.move_on_after(timeout if timeout is not None else math.inf):
+                if self._limiter is None:
+                    return await self.executor.exec_plugin(path, stdin=stdin, env=env)
                 async with self._limiter:
-                    out = await self.executor.exec_plugin(path, stdin=stdin, env=env)
+                    return await self.executor.exec_plugin(path, stdin=stdin, env=env)
+            raise PluginTimeout(
+                f"the plugin did not finish {verb} within {timeout} s and was stopped; raise "
+                f"timeouts[{verb!r}] if it is just slow",
+                plugin=plugin_type,
+                verb=verb,
+                network=network,
+            )
         except CNIError as exc:
-            exc.add_context(plugin=plugin.type, verb=verb, network=network)
-            logger.debug("%s %s on %s failed: %s", verb, plugin.type, network, exc)
+            exc.add_context(plugin=plugin_type, verb=verb, network=network)
+            logger.debug("%s %s on %s failed: %s", verb, plugin_type, network, exc)
             raise
-        logger.debug(
-            "%s %s on %s done in %.1f ms",
-            verb,
-            plugin.type,
-            network,
-            (time.perf_counter() - started) * 1000,
-        )
-        return out
+        finally:
+            logger.debug(
+                "%s %s on %s took %.1f ms",
+                verb,
+                plugin_type,
+                network,
+                (time.perf_counter() - started) * 1000,
+            )
 
     # -- chains -----------------------------------------------------------------------------
 
@@ -241,6 +274,8 @@ class CNIEngine:
         """
         validate_attachment(rt.container_id, netlist.name, rt.ifname)
         validate_cni_args(rt.args)
+        if not netlist.plugins:
+            raise ConfigError("the network has no plugins", path=netlist.path, network=netlist.name)
         prev: dict[str, Any] | None = None
         if version_at_least(netlist.cni_version, "0.4.0"):
             try:
@@ -349,27 +384,31 @@ class CNIEngine:
         # The dummies are for old plugins (skel before 0.3) that insisted on these variables.
         env = cni_env("VERSION", netns="dummy", ifname="dummy", base=self._base_env)
         env["CNI_PATH"] = "dummy"
-        try:
-            path = self.executor.find_plugin(plugin_type, self.bin_dirs)
-            return await self.executor.exec_plugin(path, stdin=_VERSION_STDIN, env=env)
-        except CNIError as exc:
-            exc.add_context(plugin=plugin_type, verb="VERSION")
-            raise
+        return await self._run(plugin_type, "VERSION", _VERSION_STDIN, env, None)
 
-    async def validate_network_list(self, netlist: NetworkConfigList) -> frozenset[str]:
+    async def validate_network_list(
+        self,
+        netlist: NetworkConfigList,
+        *,
+        version_info: Callable[[str], Awaitable[PluginInfo]] | None = None,
+    ) -> frozenset[str]:
         """Check that every plugin exists and supports the configuration's version.
 
-        The plugins are asked concurrently. Returns the capabilities the plugins declare.
+        The plugins are asked concurrently (through ``version_info`` when given, e.g. a cache
+        of VERSION answers). Returns the capabilities the plugins declare.
 
+        :raises InvalidArgument: the network's name is not a valid CNI network name
         :raises VersionError: a plugin does not support the version
         :raises MultipleErrors: several plugins failed validation (each error is kept)
         """
+        validate_network_name(netlist.name)
+        ask = version_info or self.get_version_info
         expected = netlist.cni_version or "0.1.0"
         errors: list[CNIError] = []
 
         async def probe(plugin: PluginConfig) -> None:
             try:
-                info = await self.get_version_info(plugin.type)
+                info = await ask(plugin.type)
             except CNIError as exc:
                 exc.add_context(network=netlist.name)
                 errors.append(exc)
@@ -446,7 +485,7 @@ class CNIEngine:
             except CNIError as exc:
                 errors.append(exc)
         try:
-            await self.gc_plugins(netlist, sorted(valid))
+            await self.gc_plugins(netlist, sorted(valid) if valid_attachments is not None else None)
         except MultipleErrors as exc:
             errors.extend(exc.errors)
         if errors:
@@ -457,12 +496,13 @@ class CNIEngine:
             )
 
     async def gc_plugins(
-        self, netlist: NetworkConfigList, valid_attachments: Sequence[tuple[str, str]]
+        self, netlist: NetworkConfigList, valid_attachments: Sequence[tuple[str, str]] | None
     ) -> None:
         """Send the GC verb to every plugin of a network (version 1.1.0 and later only).
 
         Each plugin gets the valid attachments as ``cni.dev/valid-attachments`` (and its alias
-        ``cni.dev/attachments``); every plugin is called even when an earlier one failed.
+        ``cni.dev/attachments``), or neither key when ``valid_attachments`` is ``None``, as
+        libcni; every plugin is called even when an earlier one failed.
 
         :raises MultipleErrors: if any plugin failed (each error is kept)
         """
@@ -470,7 +510,11 @@ class CNIEngine:
             return
         errors: list[CNIError] = []
         for plugin in netlist.plugins:
-            stdin = gc_stdin(netlist, plugin, list(valid_attachments))
+            stdin = gc_stdin(
+                netlist,
+                plugin,
+                list(valid_attachments) if valid_attachments is not None else msgspec.UNSET,
+            )
             try:
                 await self._exec(netlist.name, plugin, "GC", stdin, None)
             except CNIError as exc:

@@ -284,11 +284,18 @@ class _PluginRun:
         finally:
             for fd in (stdin_r, out_w, err_w):
                 self._close(fd)
-        self._pidfd = os.pidfd_open(self.pid)
+        self._reaped = False
+        try:
+            self._pidfd = os.pidfd_open(self.pid)
+        except OSError:
+            # Without a pidfd we cannot wait asynchronously: stop the plugin, reap it, clean up.
+            self._signal_group(signal.SIGKILL)
+            self._reap()
+            self._close_all()
+            raise
         self._fds.append(self._pidfd)
         _nonblocking(self._out_r)
         _nonblocking(self._err_r)
-        self._reaped = False
 
     def _pipe(self) -> tuple[int, int]:
         r, w = os.pipe()

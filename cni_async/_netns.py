@@ -74,7 +74,7 @@ async def _run_in_namespace(netns: str, work: Callable[[Any], T]) -> T:
                 f"network namespace {netns!r} does not exist or is not a network namespace",
                 netns=netns,
             ) from exc
-        if isinstance(exc, OSError):
+        if isinstance(exc, Exception):  # pyroute2's NetlinkError is not an OSError
             raise NamespaceError(
                 f"netlink in network namespace {netns!r} failed: {exc}", netns=netns
             ) from exc

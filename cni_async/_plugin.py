@@ -17,16 +17,15 @@ import logging
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Final, Self
 
 import anyio
 
 from ._cache import CacheEntry
-from ._config import NetworkConfigList, parse_conflist
+from ._config import NetworkConfigList, parse_conflist, with_directory_plugins
 from ._engine import CNIEngine, RuntimeConf
 from ._errors import (
     ERR_INVALID_ENVIRONMENT_VARIABLES,
@@ -38,6 +37,19 @@ from ._errors import (
     NetworkNotFound,
     PodNetworkError,
 )
+from ._events import (
+    ConfigEvent,
+    DefaultNetworkChanged,
+    EventHub,
+    EventSubscription,
+    FileInvalid,
+    NetworkAdded,
+    NetworkChanged,
+    NetworkRemoved,
+    NotReady,
+    WatcherDegraded,
+    diff_snapshots,
+)
 from ._exec import PluginExecutor
 from ._locks import KeyedLock
 from ._models import NetAttachment, NetResult, PodNetwork, capability_args
@@ -46,6 +58,7 @@ from ._results import Interface, IPConfig, Result, Result100, convert_result
 from ._snapshot import ConfigSnapshot, VersionCache, build_snapshot
 from ._specversion import CURRENT_VERSION, version_at_least_or_false
 from ._validation import validate_cni_args, validate_container_id, validate_ifname
+from ._watch import ConfigWatcher
 
 __all__ = ["DEFAULT_BIN_DIR", "DEFAULT_CONF_DIR", "DEFAULT_INTERFACE_NAME", "CNIPlugin"]
 
@@ -65,11 +78,12 @@ class _Attachment:
     rt: RuntimeConf
 
 
-class CNIPlugin:
+class CNIPlugin(anyio.AsyncContextManagerMixin):
     """Attaches pods to CNI networks: ocicni's ``CNIPlugin``, as an async context manager.
 
-    ``async with CNIPlugin(...) as cni`` loads the configuration directory; leaving the block
-    waits for operations still running through it and closes it. Calls after that raise
+    ``async with CNIPlugin(...) as cni`` loads the configuration directory and starts watching
+    it; leaving the block stops watching, ends :meth:`config_events` iterations, waits for
+    operations still running through it and closes it. Calls after that raise
     :class:`anyio.ClosedResourceError`.
 
     :param conf_dir: the directory of network configurations
@@ -77,7 +91,8 @@ class CNIPlugin:
     :param cache_dir: the cache directory (``/var/lib/cni`` by default, shared with Go runtimes)
     :param default_network: a fixed default network; without it the default is the first valid
         configuration in file order, re-evaluated on every reload
-    :param watch: reload when the configuration changes (ocicni's ``InitCNINoInotify`` is
+    :param watch: watch the configuration and plugin directories with inotify and reload on
+        every change, in a task of the plugin's own (ocicni's ``InitCNINoInotify`` is
         ``watch=False``); either way a request for a network that is not loaded reloads once
         before failing, and :meth:`reload` reloads on demand
     :param executor: how plugins are run (tests swap in fakes)
@@ -86,6 +101,9 @@ class CNIPlugin:
     :param cni_args: extra ``CNI_ARGS`` pairs for every plugin call (never taken from this
         process's environment)
     :param inherit_env: names of variables copied from this process's environment to plugins
+    :param debounce: seconds of quiet that end a burst of configuration changes (one reload)
+    :param timeouts: per-verb limits on one plugin run, in seconds (see
+        :data:`~cni_async.DEFAULT_TIMEOUTS`; ``None`` for no limit)
     """
 
     def __init__(
@@ -101,6 +119,8 @@ class CNIPlugin:
         cleanup_timeout: float = 60.0,
         cni_args: Iterable[tuple[str, str]] = (),
         inherit_env: Iterable[str] = ("PATH",),
+        debounce: float = 0.05,
+        timeouts: Mapping[str, float | None] | None = None,
     ) -> None:
         self.conf_dir = conf_dir
         self.watch = watch
@@ -111,14 +131,19 @@ class CNIPlugin:
             executor=executor,
             inherit_env=inherit_env,
             max_concurrent_execs=max_concurrent_execs,
+            timeouts=timeouts,
         )
         self._cleanup_timeout = cleanup_timeout
         self._cni_args = tuple(cni_args)
         validate_cni_args(self._cni_args)
-        self._versions = VersionCache()
+        self._debounce = debounce
+        self._versions = VersionCache(self._engine)
+        self._generation = 0
         self._snapshot = ConfigSnapshot(conf_dir=conf_dir)
         self._reload_lock = anyio.Lock()
         self._pod_locks = KeyedLock()
+        self._events = EventHub()
+        self._watcher: ConfigWatcher | None = None
         self._in_flight = 0
         self._idle = anyio.Event()
         self._idle.set()
@@ -127,24 +152,48 @@ class CNIPlugin:
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    async def __aenter__(self) -> Self:
+    @asynccontextmanager
+    async def __asynccontextmanager__(self) -> AsyncIterator[Self]:
         if self._opened or self._closed:
             raise RuntimeError("a CNIPlugin can be entered only once")
         self._opened = True
-        await self.reload()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
+        try:
+            await self._engine.cache.remove_stale_temporaries()
+            if not self.watch:
+                await self.reload()
+                yield self
+                return
+            self._watcher = ConfigWatcher(
+                self.conf_dir,
+                self._engine.bin_dirs,
+                self._build,
+                default_name=self._default_name,
+                debounce=self._debounce,
+            )
+            await self._watcher.start(initial_events=False)
+            assert self._watcher.snapshot is not None
+            self._install(self._watcher.snapshot, [])
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._follow, self._watcher)
+                try:
+                    yield self
+                finally:
+                    tg.cancel_scope.cancel()
+        finally:
+            self._closed = True
+            self._events.close()
+            with anyio.move_on_after(self._cleanup_timeout, shield=True):
+                if self._watcher is not None:
+                    await self._watcher.aclose()
+                await self._idle.wait()
 
     async def aclose(self) -> None:
-        """Stop accepting operations and wait for those in flight. Idempotent."""
+        """Stop accepting operations and wait for those in flight. Idempotent.
+
+        Leaving ``async with`` does this too, and also stops watching.
+        """
         self._closed = True
+        self._events.close()
         await self._idle.wait()
 
     def shutdown(self) -> None:
@@ -190,29 +239,83 @@ class CNIPlugin:
         """The protocol engine underneath, for lower-level calls."""
         return self._engine
 
+    @property
+    def watcher(self) -> ConfigWatcher | None:
+        """The configuration watcher (``None`` with ``watch=False``)."""
+        return self._watcher
+
+    def config_events(self) -> EventSubscription:
+        """Subscribe to configuration events.
+
+        The subscription first receives the current state (every network as added, the
+        default, readiness), then every change as it happens; iteration ends when the
+        subscription or the plugin is closed::
+
+            async with cni.config_events() as events:
+                async for event in events:
+                    ...
+
+        A subscriber that falls far behind loses events (logged); reloads never wait for it.
+        """
+        return self._events.subscribe(
+            diff_snapshots(None, self._snapshot, default_name=self._default_name)
+        )
+
+    async def _build(self, previous: ConfigSnapshot | None) -> ConfigSnapshot:
+        self._generation += 1
+        return await build_snapshot(
+            self.conf_dir,
+            self._engine,
+            self._versions,
+            default_name=self._default_name,
+            generation=self._generation,
+            previous=previous,
+        )
+
+    def _install(self, snapshot: ConfigSnapshot, events: Sequence[ConfigEvent]) -> None:
+        """Swap in ``snapshot`` (unless a newer one is in place) and publish ``events``."""
+        if snapshot.generation > self._snapshot.generation:
+            self._snapshot = snapshot
+        for event in events:
+            if isinstance(event, FileInvalid):
+                logger.warning("CNI configuration %s is invalid: %s", event.path, event.reason)
+            elif isinstance(event, NetworkAdded | NetworkRemoved | NetworkChanged | NotReady):
+                logger.info("CNI configuration: %s", event)
+            elif isinstance(event, DefaultNetworkChanged):
+                logger.info("default CNI network is now %s", event.current)
+        self._events.publish(events)
+
+    async def _follow(self, watcher: ConfigWatcher) -> None:
+        """Apply every reload the watcher makes (runs in the plugin's own task group)."""
+        try:
+            async for event in watcher:
+                assert watcher.snapshot is not None
+                self._install(watcher.snapshot, [event])
+        except Exception as exc:  # never let a watcher bug cancel the caller's block
+            logger.exception("the CNI config watcher failed; reloading only on a miss from now")
+            self._events.publish([WatcherDegraded(f"watcher failed: {exc!r}", 0.0)])
+
     async def reload(self) -> ConfigSnapshot:
         """Load the configuration directory again and swap in the new snapshot.
 
-        In-flight operations keep the snapshot they started with.
+        In-flight operations keep the snapshot they started with; the changes are published to
+        :meth:`config_events` subscribers.
         """
         async with self._reload_lock:
             return await self._reload_locked()
 
     async def _reload_locked(self) -> ConfigSnapshot:
         previous = self._snapshot
-        snapshot = await build_snapshot(
-            self.conf_dir,
-            self._engine,
-            self._versions,
-            default_name=self._default_name,
-            generation=previous.generation + 1,
+        snapshot = await self._build(previous if previous.generation else None)
+        self._install(
+            snapshot,
+            diff_snapshots(
+                previous if previous.generation else None,
+                snapshot,
+                default_name=self._default_name,
+            ),
         )
-        self._snapshot = snapshot
-        if (previous.default and previous.default.name) != (
-            snapshot.default and snapshot.default.name
-        ):
-            logger.info("default CNI network is now %s", self.default_network_name)
-        return snapshot
+        return self._snapshot
 
     async def _reload_on_miss(self, seen: ConfigSnapshot) -> ConfigSnapshot:
         async with self._reload_lock:
@@ -411,46 +514,83 @@ class CNIPlugin:
     async def _teardown_targets(
         self, pod: PodNetwork, netns: str
     ) -> tuple[list[_Attachment], list[CNIError]]:
-        cached = {
+        cached: dict[tuple[str, str], CacheEntry] = {
             (e.network_name, e.if_name): e
             for e in await self._engine.get_cached_attachments(pod.id)
         }
         snapshot = self._snapshot
-        targets: list[_Attachment] = []
-        errors: list[CNIError] = []
+        wanted: list[tuple[str, str]] = []
         if pod.networks:
-            wanted = _assign_ifnames(pod.networks)
+            assigned = _assign_ifnames(pod.networks)
+            for request, (name, ifname) in zip(pod.networks, assigned, strict=True):
+                # An implicit ifname matches what the cache recorded for that network.
+                recorded = [key for key in cached if key[0] == name] if not request.ifname else []
+                wanted.extend(recorded or [(name, ifname)])
         elif cached:
             wanted = list(cached)
         elif snapshot.default is not None:
             wanted = [(snapshot.default.name, DEFAULT_INTERFACE_NAME)]
-        else:
-            wanted = []
-        for name, ifname in wanted:
+        targets: list[_Attachment] = []
+        errors: list[CNIError] = []
+        for name, ifname in dict.fromkeys(wanted):
             entry = cached.get((name, ifname))
-            network = _cached_network(entry) if entry is not None else None
-            if network is None:
+            try:
+                if entry is not None:
+                    targets.append(await self._attachment_from_cache(entry, snapshot, netns))
+                    continue
                 network = snapshot.get(name)
-            if network is None:
-                errors.append(
-                    NetworkNotFound(
+                if network is None:
+                    raise NetworkNotFound(
                         "not in the cache and no valid configuration to tear it down with",
                         path=self.conf_dir,
                         network=name,
                     )
-                )
-                continue
-            rt = self._runtime_conf(pod, name, ifname, netns)
-            if entry is not None:
-                rt = RuntimeConf(
-                    container_id=pod.id,
-                    netns=netns,
-                    ifname=ifname,
-                    args=tuple(entry.cni_args) or rt.args,
-                    capability_args=entry.capability_args,
-                )
-            targets.append(_Attachment(network, rt))
+                targets.append(_Attachment(network, self._runtime_conf(pod, name, ifname, netns)))
+            except CNIError as exc:
+                exc.add_context(network=name)
+                errors.append(exc)
         return targets, errors
+
+    async def _attachment_from_cache(
+        self, entry: CacheEntry, snapshot: ConfigSnapshot, netns: str | None = None
+    ) -> _Attachment:
+        """DEL parameters for a cached attachment: its cached configuration and arguments.
+
+        The cache keeps only the list file's bytes; plugins from the network's sub-directory
+        are added back (from the current snapshot when the bytes are unchanged).
+
+        :raises CNIError: if neither the cache nor the current configuration can say how
+        """
+        current = snapshot.get(entry.network_name)
+        network: NetworkConfigList | None = None
+        if current is not None and entry.config == current.bytes:
+            network = current
+        elif entry.config:
+            try:
+                parsed = parse_conflist(entry.config)
+                if parsed.name == entry.network_name:
+                    network = await with_directory_plugins(parsed, self.conf_dir)
+            except ConfigError as exc:
+                logger.warning(
+                    "cached configuration of %s is unusable: %s", entry.network_name, exc
+                )
+        network = network or current
+        if network is None:
+            raise NetworkNotFound(
+                "its cached configuration is unusable and there is no current one",
+                path=self.conf_dir,
+                network=entry.network_name,
+            )
+        return _Attachment(
+            network,
+            RuntimeConf(
+                container_id=entry.container_id,
+                netns=await _existing(entry.netns) if netns is None else netns,
+                ifname=entry.if_name,
+                args=tuple(entry.cni_args),
+                capability_args=entry.capability_args,
+            ),
+        )
 
     # -- status -------------------------------------------------------------------------------
 
@@ -573,21 +713,10 @@ class CNIPlugin:
                 async with self._pod_locks.hold(key):
                     targets = []
                     for entry in group:
-                        network = _cached_network(entry) or snapshot.get(entry.network_name)
-                        if network is None:
-                            continue
-                        targets.append(
-                            _Attachment(
-                                network,
-                                RuntimeConf(
-                                    container_id=entry.container_id,
-                                    netns=await _existing(entry.netns),
-                                    ifname=entry.if_name,
-                                    args=tuple(entry.cni_args),
-                                    capability_args=entry.capability_args,
-                                ),
-                            )
-                        )
+                        try:
+                            targets.append(await self._attachment_from_cache(entry, snapshot))
+                        except CNIError as exc:
+                            errors.append(exc)
                     errors.extend(await self._detach_all(targets))
 
             async with anyio.create_task_group() as tg:
@@ -675,17 +804,6 @@ def _plan(
 async def _existing(netns: str) -> str:
     """``netns`` if that namespace still exists, else ``""`` (DEL accepts an empty CNI_NETNS)."""
     return netns if netns and await anyio.Path(netns).exists() else ""
-
-
-def _cached_network(entry: CacheEntry) -> NetworkConfigList | None:
-    """The configuration an attachment was made with, from its cache entry."""
-    if not entry.config:
-        return None
-    try:
-        network = parse_conflist(entry.config)
-    except ConfigError:
-        return None
-    return network if network.name == entry.network_name else None
 
 
 def _as_current(result: Result) -> Result100:

@@ -17,7 +17,7 @@ import anyio
 
 from ._config import ConfigDirectory, NetworkConfigList, load_config_dir
 from ._engine import CNIEngine, PluginInfo
-from ._errors import CNIError, MultipleErrors, NetworkNotFound, VersionError
+from ._errors import CNIError, NetworkNotFound
 
 __all__ = ["ConfigSnapshot", "VersionCache", "build_snapshot"]
 
@@ -27,25 +27,39 @@ _BinaryKey = tuple[str, int, int, int]
 
 
 class VersionCache:
-    """VERSION answers per plugin binary, keyed by (path, inode, size, mtime)."""
+    """VERSION answers per plugin binary, keyed by (path, inode, size, mtime).
 
-    def __init__(self) -> None:
+    Concurrent questions about one binary share one VERSION exec; failures are not cached.
+    """
+
+    def __init__(self, engine: CNIEngine) -> None:
+        self._engine = engine
         self._answers: dict[_BinaryKey, PluginInfo] = {}
+        self._asking: dict[_BinaryKey, anyio.Event] = {}
 
-    async def version_info(self, engine: CNIEngine, plugin_type: str) -> PluginInfo:
+    async def version_info(self, plugin_type: str) -> PluginInfo:
         """The plugin's VERSION answer, from the cache while its binary is unchanged."""
+        engine = self._engine
         path = engine.executor.find_plugin(plugin_type, engine.bin_dirs)
         try:
             st = os.stat(path)
         except OSError:
             return await engine.get_version_info(plugin_type)
         key = (path, st.st_ino, st.st_size, st.st_mtime_ns)
-        info = self._answers.get(key)
-        if info is None:
-            info = await engine.get_version_info(plugin_type)
+        while key not in self._answers:
+            asking = self._asking.get(key)
+            if asking is not None:
+                await asking.wait()
+                continue
+            self._asking[key] = asking = anyio.Event()
+            try:
+                info = await engine.get_version_info(plugin_type)
+            finally:
+                del self._asking[key]
+                asking.set()
             self._answers = {k: v for k, v in self._answers.items() if k[0] != path}
             self._answers[key] = info
-        return info
+        return self._answers[key]
 
 
 @dataclass(frozen=True)
@@ -58,6 +72,10 @@ class ConfigSnapshot:
         failed validation (a missing plugin binary, an unsupported version), in file order
     :ivar default: the default network, or ``None`` while there is none
     :ivar generation: increases by one with every reload
+    :ivar plugins: the executable files of the plugin directories, by name (the first
+        directory that has one wins)
+    :ivar kept_last_good: invalid files whose last good version is still in use
+    :ivar sub_directories: the plugin sub-directories of the loaded lists (for watching)
     """
 
     conf_dir: str
@@ -65,6 +83,9 @@ class ConfigSnapshot:
     invalid: tuple[tuple[str, CNIError], ...] = ()
     default: NetworkConfigList | None = None
     generation: int = 0
+    plugins: Mapping[str, str] = field(default_factory=dict)
+    kept_last_good: frozenset[str] = frozenset()
+    sub_directories: tuple[str, ...] = ()
     _by_name: Mapping[str, NetworkConfigList] = field(default_factory=dict, repr=False)
 
     def get(self, name: str) -> NetworkConfigList | None:
@@ -86,31 +107,20 @@ class ConfigSnapshot:
         )
 
 
-async def _validate(
-    engine: CNIEngine, versions: VersionCache, network: NetworkConfigList
-) -> CNIError | None:
-    expected = network.cni_version or "0.1.0"
-    errors: list[CNIError] = []
-    for plugin in network.plugins:
+def _plugin_inventory(bin_dirs: tuple[str, ...]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for directory in bin_dirs:
         try:
-            info = await versions.version_info(engine, plugin.type)
-        except CNIError as exc:
-            exc.add_context(network=network.name)
-            errors.append(exc)
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError:
             continue
-        if expected not in info.supported_versions:
-            errors.append(
-                VersionError(
-                    f"plugin {plugin.type} does not support config version {expected!r} "
-                    f"(it supports {', '.join(info.supported_versions)})",
-                    plugin=plugin.type,
-                    verb="VERSION",
-                    network=network.name,
-                )
-            )
-    if len(errors) > 1:
-        return MultipleErrors(f"network {network.name!r} is not usable", errors)
-    return errors[0] if errors else None
+        for entry in entries:
+            try:
+                if entry.name not in found and entry.is_file() and os.access(entry.path, os.X_OK):
+                    found[entry.name] = entry.path
+            except OSError:
+                continue
+    return found
 
 
 async def build_snapshot(
@@ -120,25 +130,45 @@ async def build_snapshot(
     *,
     default_name: str | None,
     generation: int,
+    previous: ConfigSnapshot | None = None,
 ) -> ConfigSnapshot:
     """Load and validate the configuration directory into a new snapshot.
 
     The default network is ``default_name`` when given (and usable), otherwise the first usable
-    network in file order.
+    network in file order. A file that was usable in ``previous`` and now fails to load (a
+    half-written update, say) keeps its last good version, until it is fixed or removed.
     """
     directory: ConfigDirectory = await load_config_dir(conf_dir)
+    plugins = await anyio.to_thread.run_sync(_plugin_inventory, engine.bin_dirs)
+    candidates = list(directory.networks)
+    invalid: list[tuple[str, CNIError]] = list(directory.invalid)
+    kept: set[str] = set()
+    if previous is not None:
+        names = {n.name for n in candidates}
+        last_good = {n.path: n for n in previous.networks if n.path}
+        for path, _error in directory.invalid:
+            network = last_good.get(path)
+            if network is not None and network.name not in names:
+                candidates.append(network)
+                names.add(network.name)
+                kept.add(path)
+        candidates.sort(key=lambda n: os.fsencode(n.path or ""))
     verdicts: dict[int, CNIError | None] = {}
 
     async def check(index: int, network: NetworkConfigList) -> None:
-        verdicts[index] = await _validate(engine, versions, network)
+        try:
+            await engine.validate_network_list(network, version_info=versions.version_info)
+        except CNIError as exc:
+            verdicts[index] = exc
+        else:
+            verdicts[index] = None
 
     async with anyio.create_task_group() as tg:
-        for index, network in enumerate(directory.networks):
+        for index, network in enumerate(candidates):
             tg.start_soon(check, index, network)
 
     usable: list[NetworkConfigList] = []
-    invalid: list[tuple[str, CNIError]] = list(directory.invalid)
-    for index, network in enumerate(directory.networks):
+    for index, network in enumerate(candidates):
         error = verdicts[index]
         if error is None:
             usable.append(network)
@@ -148,12 +178,15 @@ async def build_snapshot(
     by_name = {n.name: n for n in usable}
     default = by_name.get(default_name) if default_name else (usable[0] if usable else None)
     for path, error in invalid:
-        logger.warning("ignoring CNI configuration %s: %s", path, error)
+        logger.debug("CNI configuration %s is not usable: %s", path, error)
     return ConfigSnapshot(
         conf_dir=conf_dir,
         networks=tuple(usable),
         invalid=tuple(invalid),
         default=default,
         generation=generation,
+        plugins=plugins,
+        kept_last_good=frozenset(kept),
+        sub_directories=directory.sub_directories,
         _by_name=by_name,
     )

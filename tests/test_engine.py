@@ -18,11 +18,13 @@ from cni_async._engine import CNIEngine, RuntimeConf
 from cni_async._errors import (
     CacheError,
     CheckNotSupported,
+    ConfigError,
     InvalidArgument,
     MultipleErrors,
     PluginError,
     PluginNotAvailable,
     PluginNotFound,
+    PluginTimeout,
     ProtocolError,
     VersionError,
 )
@@ -498,3 +500,33 @@ async def test_del_keep_going_tries_every_plugin(
     with pytest.raises(MultipleErrors) as info:
         await engine.del_network_list(net, RT, keep_going=True)
     assert [e.plugin for e in info.value.errors] == ["plug-b", "plug-a"]
+
+
+async def test_verb_timeout_stops_the_plugin(bin_dir: Path, cache_dir: Path, a: FakePlugin) -> None:
+    engine = CNIEngine([str(bin_dir)], cache_dir=str(cache_dir), timeouts={"ADD": 0.5})
+    a.on("ADD", sleep=60)
+    with pytest.raises(PluginTimeout) as info:
+        await engine.add_network_list(netlist(plugins=[{"type": "plug-a"}]), RT)
+    assert (info.value.verb, info.value.plugin, info.value.network) == ("ADD", "plug-a", "net1")
+    assert children() == []
+
+
+async def test_del_of_a_list_without_plugins_is_refused(engine: CNIEngine, cache_dir: Path) -> None:
+    empty = parse_conflist(b'{"cniVersion":"1.1.0","name":"net1"}')
+    with pytest.raises(ConfigError):
+        await engine.del_network_list(empty, RT)
+
+
+async def test_gc_without_valid_list_sends_no_keys(
+    engine: CNIEngine, a: FakePlugin, b: FakePlugin
+) -> None:
+    await engine.gc_network_list(netlist(), None)
+    assert "cni.dev/valid-attachments" not in a.stdins("GC")[0]
+    await engine.gc_network_list(netlist(), [])
+    assert a.stdins("GC")[1]["cni.dev/valid-attachments"] == []
+
+
+async def test_validate_refuses_bad_network_names(engine: CNIEngine, a: FakePlugin) -> None:
+    bad = parse_conflist(b'{"cniVersion":"1.1.0","name":"my net","plugins":[{"type":"plug-a"}]}')
+    with pytest.raises(InvalidArgument):
+        await engine.validate_network_list(bad)

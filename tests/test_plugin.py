@@ -415,3 +415,64 @@ async def test_lock_wait_is_cancellable(
         assert scope.cancelled_caught
     assert fakes["fa"].calls("DEL") == []
     assert len(cni._pod_locks) == 0
+
+
+async def test_teardown_from_cache_includes_subdirectory_plugins(
+    dirs: dict[str, Path], fakes: dict[str, FakePlugin], net: Sandbox
+) -> None:
+    (dirs["conf"] / "subnet.conflist").write_text('{"cniVersion": "1.1.0", "name": "subnet"}')
+    (dirs["conf"] / "subnet").mkdir()
+    (dirs["conf"] / "subnet" / "10-a.conf").write_text('{"type": "fa"}')
+    (dirs["conf"] / "subnet" / "20-c.conf").write_text('{"type": "fc"}')
+    async with CNIPlugin(str(dirs["conf"]), [str(dirs["bin"])], str(dirs["cache"])) as cni:
+        p = pod(net)
+        await cni.set_up_pod(p)
+        await cni.tear_down_pod(PodNetwork(p.name, p.namespace, p.id, p.uid, p.netns))
+    assert len(fakes["fa"].calls("DEL")) == len(fakes["fc"].calls("DEL")) == 1
+    assert cache_files(dirs) == []
+
+
+async def test_teardown_uses_cached_args_and_recorded_ifname(
+    cni: CNIPlugin, net: Sandbox, fakes: dict[str, FakePlugin], dirs: dict[str, Path]
+) -> None:
+    p = pod(net, ("neta", "net7"))
+    await cni.set_up_pod(p)
+    # A later request with a bad MAC and no ifname still tears the recorded attachment down.
+    later = PodNetwork(
+        p.name,
+        p.namespace,
+        p.id,
+        p.uid,
+        p.netns,
+        [NetAttachment("neta")],
+        runtime_config={"neta": RuntimeConfig(mac="bogus")},
+    )
+    await cni.tear_down_pod(later)
+    [call] = fakes["fa"].calls("DEL")
+    assert call["env"]["CNI_IFNAME"] == "net7"
+    assert cache_files(dirs) == []
+
+
+async def test_version_probes_are_shared(
+    dirs: dict[str, Path], fakes: dict[str, FakePlugin]
+) -> None:
+    for i in range(8):
+        write_conflist(dirs["conf"], f"n{i}", [{"type": "fa"}, {"type": "fb"}])
+    async with CNIPlugin(
+        str(dirs["conf"]), [str(dirs["bin"])], str(dirs["cache"]), watch=False
+    ) as cni:
+        assert len(cni.config.networks) == 8
+        await cni.reload()
+    assert len(fakes["fa"].calls("VERSION")) == len(fakes["fb"].calls("VERSION")) == 1
+
+
+async def test_stale_cache_temporaries_are_removed(
+    dirs: dict[str, Path], fakes: dict[str, FakePlugin]
+) -> None:
+    tmp = dirs["cache"] / "cni_async-tmp"
+    tmp.mkdir()
+    (tmp / "net-c-eth0.999999999-abc").write_text("{")
+    (tmp / f"net-c-eth0.{os.getpid()}-abc").write_text("{")
+    async with CNIPlugin(str(dirs["conf"]), [str(dirs["bin"])], str(dirs["cache"]), watch=False):
+        pass
+    assert os.listdir(tmp) == [f"net-c-eth0.{os.getpid()}-abc"]

@@ -1,8 +1,9 @@
 """A fake CNI plugin for tests: records what it got and behaves as the test tells it.
 
 Installed by ``tests/support/plugins.py`` as ``<bin_dir>/<name>`` with a shebang pointing at the
-test interpreter. It reads ``<name>.behaviour.json`` beside itself: a map from CNI command to
-what to do, and appends one JSON line per run to ``<name>.log``. Standard library only.
+test interpreter. It reads ``<bin_dir>/../fakes/<name>.behaviour.json``: a map from CNI command
+to what to do, and appends one JSON line per run to ``<bin_dir>/../fakes/<name>.log`` (outside
+the bin dir, so a watcher of the bin dir does not see them). Standard library only.
 """
 
 import json
@@ -12,6 +13,7 @@ import sys
 import time
 
 me = os.path.realpath(sys.argv[0])
+state = os.path.join(os.path.dirname(os.path.dirname(me)), "fakes", os.path.basename(me))
 command = os.environ.get("CNI_COMMAND", "")
 raw = sys.stdin.buffer.read()
 try:
@@ -25,11 +27,11 @@ record = {
     "pid": os.getpid(),
     "time": time.time(),
 }
-with open(me + ".log", "a") as log:
+with open(state + ".log", "a") as log:
     log.write(json.dumps(record) + "\n")
 
 try:
-    with open(me + ".behaviour.json") as f:
+    with open(state + ".behaviour.json") as f:
         behaviours = json.load(f)
 except FileNotFoundError:
     behaviours = {}

@@ -16,14 +16,17 @@ class FakePlugin:
 
     def __init__(self, bin_dir: Path, name: str) -> None:
         self.path = bin_dir / name
+        state = bin_dir.parent / "fakes"
+        state.mkdir(exist_ok=True)
+        self.log = state / f"{name}.log"
+        self._behaviour_file = state / f"{name}.behaviour.json"
+        self._behaviour: dict[str, dict[str, Any]] = {}
+        self._save()
         self.path.write_text(f"#!{sys.executable} -SE\n" + _SOURCE.read_text())
         self.path.chmod(0o755)
-        self._behaviour: dict[str, dict[str, Any]] = {}
-        self.log = Path(str(self.path) + ".log")
-        self._save()
 
     def _save(self) -> None:
-        Path(str(self.path) + ".behaviour.json").write_text(json.dumps(self._behaviour))
+        self._behaviour_file.write_text(json.dumps(self._behaviour))
 
     def on(self, command: str, **behaviour: Any) -> FakePlugin:
         """Set what the plugin does for ``command`` (``"*"`` for every command)."""

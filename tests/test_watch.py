@@ -1,0 +1,309 @@
+"""Config watching: inotify events, coalescing, last-good files, re-arming, polling."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import pytest
+
+from cni_async._events import (
+    ConfigEvent,
+    DefaultNetworkChanged,
+    EventSubscription,
+    FileInvalid,
+    NetworkAdded,
+    NetworkChanged,
+    NetworkRemoved,
+    NotReady,
+    PluginAppeared,
+    Ready,
+    Reloaded,
+    WatcherDegraded,
+)
+from cni_async._models import NetAttachment, PodNetwork
+from cni_async._plugin import CNIPlugin
+from cni_async._watch import ConfigWatcher, watch_config
+
+from .support.netns import Sandbox, require_real_plugins, sandbox
+from .support.plugins import FakePlugin, write_conflist
+from .support.procs import open_fds
+
+pytestmark = pytest.mark.anyio
+
+E = TypeVar("E")
+
+
+@pytest.fixture
+def dirs(tmp_path: Path) -> dict[str, Path]:
+    d = {name: tmp_path / name for name in ("conf", "bin", "cache")}
+    for path in d.values():
+        path.mkdir()
+    return d
+
+
+@pytest.fixture
+def fake(dirs: dict[str, Path]) -> FakePlugin:
+    return FakePlugin(dirs["bin"], "fa")
+
+
+async def expect(
+    events: ConfigWatcher | EventSubscription,
+    kind: type[E],
+    where: Callable[[E], bool] = lambda e: True,
+    timeout: float = 5.0,
+) -> E:
+    """The next event of ``kind`` matching ``where``, skipping others."""
+    with anyio.fail_after(timeout):
+        async for event in events:
+            if isinstance(event, kind) and where(event):
+                return event
+    raise AssertionError(f"iteration ended before a {kind.__name__}")
+
+
+async def settle(events: ConfigWatcher | EventSubscription, quiet: float = 0.3) -> list[Any]:
+    """Every event until none arrives for ``quiet`` seconds."""
+    seen: list[ConfigEvent] = []
+    while True:
+        with anyio.move_on_after(quiet) as scope:
+            seen.append(await events.__anext__())
+        if scope.cancelled_caught:
+            return seen
+
+
+def plugins(name: str = "fa") -> list[dict[str, Any]]:
+    return [{"type": name}]
+
+
+async def test_initial_state_then_a_new_default(dirs: dict[str, Path], fake: FakePlugin) -> None:
+    async with watch_config(str(dirs["conf"]), [str(dirs["bin"])]) as events:
+        assert isinstance(await expect(events, NotReady), NotReady)
+        write_conflist(dirs["conf"], "net1", plugins(), filename="10-net1.conflist")
+        added = await expect(events, NetworkAdded)
+        assert added.name == "net1" and added.path == str(dirs["conf"] / "10-net1.conflist")
+        assert (await expect(events, DefaultNetworkChanged)).current == "net1"
+        assert (await expect(events, Ready)).default_network == "net1"
+        assert events.snapshot is not None and events.snapshot.default is not None
+
+
+async def test_atomic_rename_copy_in_place_and_chunks(
+    dirs: dict[str, Path], fake: FakePlugin
+) -> None:
+    path = dirs["conf"] / "10-net1.conflist"
+    async with watch_config(str(dirs["conf"]), [str(dirs["bin"])]) as events:
+        await settle(events)
+        # An atomic rename (write elsewhere in the dir, then rename).
+        write_conflist(dirs["conf"], "net1", plugins())
+        await expect(events, NetworkAdded, lambda e: e.name == "net1")
+        (dirs["conf"] / "net1.conflist").rename(path)
+        await settle(events)
+        # A copy in place: the file is truncated and rewritten.
+        body = {"cniVersion": "1.1.0", "name": "net1", "plugins": plugins(), "x": 1}
+        shutil.copyfile(_write_tmp(dirs, body), path)
+        await expect(events, NetworkChanged, lambda e: e.name == "net1")
+        # A write in several chunks (each its own open and close, as `echo >>` would do):
+        # while half written, the last good version stays in use.
+        text = json.dumps({**body, "x": 2})
+        path.write_text(text[:20])
+        invalid = await expect(events, FileInvalid)
+        assert invalid.kept_last_good and invalid.path == str(path)
+        assert events.snapshot is not None
+        assert events.snapshot.get("net1") is not None
+        assert events.snapshot.default is not None
+        with open(path, "a") as f:
+            f.write(text[20:])
+        changed = await expect(events, NetworkChanged)
+        assert changed.name == "net1"
+        assert events.snapshot.get("net1").bytes == text.encode()  # type: ignore[union-attr]
+
+
+def _write_tmp(dirs: dict[str, Path], body: dict[str, Any]) -> Path:
+    tmp = dirs["cache"] / "src.json"
+    tmp.write_text(json.dumps(body))
+    return tmp
+
+
+async def test_deletes(dirs: dict[str, Path], fake: FakePlugin) -> None:
+    write_conflist(dirs["conf"], "net1", plugins(), filename="10-net1.conflist")
+    write_conflist(dirs["conf"], "net2", plugins(), filename="20-net2.conflist")
+    write_conflist(dirs["conf"], "net3", plugins(), filename="30-net3.conflist")
+    async with watch_config(str(dirs["conf"]), [str(dirs["bin"])]) as events:
+        await settle(events)
+        (dirs["conf"] / "30-net3.conflist").unlink()
+        assert (await expect(events, NetworkRemoved)).name == "net3"
+        assert events.snapshot is not None and events.snapshot.get("net3") is None
+        (dirs["conf"] / "10-net1.conflist").unlink()
+        assert (await expect(events, NetworkRemoved)).name == "net1"
+        change = await expect(events, DefaultNetworkChanged)
+        assert (change.previous, change.current) == ("net1", "net2")
+
+
+async def test_plugin_installed_after_its_config(dirs: dict[str, Path], fake: FakePlugin) -> None:
+    write_conflist(dirs["conf"], "late", plugins("late-plugin"))
+    async with watch_config(str(dirs["conf"]), [str(dirs["bin"])]) as events:
+        invalid = await expect(events, FileInvalid)
+        assert "late-plugin" in invalid.reason
+        await settle(events)
+        FakePlugin(dirs["bin"], "late-plugin")
+        assert (await expect(events, NetworkAdded)).name == "late"
+        assert (await expect(events, PluginAppeared)).plugin == "late-plugin"
+        assert (await expect(events, Ready)).default_network == "late"
+
+
+async def test_conf_dir_deleted_and_recreated(dirs: dict[str, Path], fake: FakePlugin) -> None:
+    conf = dirs["conf"] / "net.d"
+    write_conflist(conf, "net1", plugins())
+    async with watch_config(str(conf), [str(dirs["bin"])]) as events:
+        await settle(events)
+        shutil.rmtree(conf)
+        assert (await expect(events, NetworkRemoved)).name == "net1"
+        await expect(events, NotReady)
+        write_conflist(conf, "net1", plugins())  # the directory comes back
+        assert (await expect(events, NetworkAdded)).name == "net1"
+        await expect(events, Ready)
+        # And its watch was re-armed: later changes are seen too.
+        write_conflist(conf, "net2", plugins(), filename="00-net2.conflist")
+        assert (await expect(events, DefaultNetworkChanged)).current == "net2"
+
+
+async def test_a_flood_is_coalesced(dirs: dict[str, Path], fake: FakePlugin) -> None:
+    async with watch_config(str(dirs["conf"]), [str(dirs["bin"])], debounce=0.2) as events:
+        await settle(events)
+        before = events.reloads
+        for i in range(60):
+            write_conflist(dirs["conf"], f"n{i:02d}", plugins())
+        seen = await settle(events, quiet=1.0)
+        assert sum(isinstance(e, NetworkAdded) for e in seen) == 60
+        assert 1 <= events.reloads - before <= 3
+        assert len(fake.calls("VERSION")) == 1  # cached per binary
+
+
+async def test_malformed_file_reports_why(dirs: dict[str, Path], fake: FakePlugin) -> None:
+    async with watch_config(str(dirs["conf"]), [str(dirs["bin"])]) as events:
+        await settle(events)
+        (dirs["conf"] / "10-bad.conflist").write_text('{"name": "bad", "plugins": 3}')
+        invalid = await expect(events, FileInvalid)
+        assert invalid.path.endswith("10-bad.conflist") and "plugins" in invalid.reason
+        assert not invalid.kept_last_good
+
+
+async def test_plugin_subdirectory_is_watched(dirs: dict[str, Path], fake: FakePlugin) -> None:
+    (dirs["conf"] / "net1.conflist").write_text('{"cniVersion": "1.1.0", "name": "net1"}')
+    sub = dirs["conf"] / "net1"
+    sub.mkdir()
+    (sub / "10-a.conf").write_text('{"type": "fa"}')
+    async with watch_config(str(dirs["conf"]), [str(dirs["bin"])]) as events:
+        await settle(events)
+        (sub / "20-b.conf").write_text('{"type": "fa", "extra": true}')
+        await expect(events, NetworkChanged)
+        assert events.snapshot is not None
+        assert len(events.snapshot.get("net1").plugins) == 2  # type: ignore[union-attr]
+
+
+async def test_polling_by_choice(dirs: dict[str, Path], fake: FakePlugin) -> None:
+    async with watch_config(
+        str(dirs["conf"]), [str(dirs["bin"])], use_inotify=False, poll_interval=0.1
+    ) as events:
+        assert events.polling
+        await settle(events)
+        write_conflist(dirs["conf"], "net1", plugins())
+        assert (await expect(events, NetworkAdded)).name == "net1"
+
+
+async def test_polling_fallback(
+    dirs: dict[str, Path], fake: FakePlugin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_inotify(*args: object, **kwargs: object) -> None:
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr("cni_async._watch.Inotify", no_inotify)
+    async with watch_config(str(dirs["conf"]), [str(dirs["bin"])], poll_interval=0.1) as events:
+        degraded = await expect(events, WatcherDegraded)
+        assert degraded.poll_interval == 0.1 and "Too many open files" in degraded.reason
+        assert events.polling
+        write_conflist(dirs["conf"], "net1", plugins())
+        assert (await expect(events, NetworkAdded)).name == "net1"
+
+
+async def test_closing_releases_inotify(dirs: dict[str, Path], fake: FakePlugin) -> None:
+    before = open_fds()
+    watcher = watch_config(str(dirs["conf"]), [str(dirs["bin"])])
+    async with watcher:
+        assert len(open_fds()) > len(before)
+    assert open_fds() == before
+    async for _event in watcher:
+        raise AssertionError("a closed watcher yields nothing")
+
+
+async def test_plugin_follows_changes_and_publishes(
+    dirs: dict[str, Path], fake: FakePlugin
+) -> None:
+    async with CNIPlugin(str(dirs["conf"]), [str(dirs["bin"])], str(dirs["cache"])) as cni:
+        assert cni.default_network_name is None
+        async with cni.config_events() as events:
+            await expect(events, NotReady)  # the current state comes first
+            write_conflist(dirs["conf"], "net1", plugins())
+            await expect(events, Ready)
+            assert cni.default_network_name == "net1"
+            await cni.status()
+    assert cni.watcher is not None and cni.watcher.polling  # closed with the plugin
+
+
+async def test_events_without_watching(dirs: dict[str, Path], fake: FakePlugin) -> None:
+    async with CNIPlugin(str(dirs["conf"]), [str(dirs["bin"])], watch=False) as cni:
+        assert cni.watcher is None
+        async with cni.config_events() as events:
+            await expect(events, Reloaded)
+            write_conflist(dirs["conf"], "net1", plugins())
+            await cni.reload()
+            assert (await expect(events, NetworkAdded)).name == "net1"
+
+
+@pytest.fixture
+def net() -> Iterator[Sandbox]:
+    require_real_plugins()
+    with sandbox() as s:
+        yield s
+
+
+@pytest.mark.privileged
+async def test_reloads_never_block_pods(
+    dirs: dict[str, Path], fake: FakePlugin, net: Sandbox
+) -> None:
+    fake.on("ADD", sleep=0.2)
+    write_conflist(dirs["conf"], "net1", plugins(), filename="10-net1.conflist")
+    async with CNIPlugin(
+        str(dirs["conf"]), [str(dirs["bin"])], str(dirs["cache"]), debounce=0.01
+    ) as cni:
+        stop = anyio.Event()
+
+        async def churn_config() -> None:
+            i = 0
+            while not stop.is_set():
+                i += 1
+                write_conflist(dirs["conf"], "net1", plugins(), filename="10-net1.conflist", x=i)
+                write_conflist(dirs["conf"], f"extra{i % 3}", plugins())
+                await anyio.sleep(0.02)
+
+        async def pod_cycle(i: int) -> None:
+            pod = PodNetwork(
+                f"p{i}", "ns", f"{net.prefix}-{i}", "u", net.netns(f"p{i}"), [NetAttachment("net1")]
+            )
+            with anyio.fail_after(10):
+                await cni.set_up_pod(pod)
+                await cni.tear_down_pod(pod)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(churn_config)
+            async with anyio.create_task_group() as pods:
+                for i in range(12):
+                    pods.start_soon(pod_cycle, i)
+            stop.set()
+        assert cni.watcher is not None and cni.watcher.reloads > 3
+    assert len(fake.calls("ADD")) == len(fake.calls("DEL")) == 12
+    assert os.listdir(dirs["cache"] / "results") == []
