@@ -59,7 +59,9 @@ class ResultCache:
 
     Every method validates the container ID, network name and interface name first
     (:class:`~cni_async.InvalidArgument`), so a path outside ``<cache_dir>/results`` is never
-    touched. File I/O runs in worker threads.
+    touched. The fsync'd write runs in a worker thread; reads, listings and unlinks of these
+    small local files run inline, where a thread hop would cost more than the call (libcni
+    does all of it synchronously).
     """
 
     def __init__(self, cache_dir: str | None = None) -> None:
@@ -75,7 +77,8 @@ class ResultCache:
     async def read(self, network: str, container_id: str, ifname: str) -> bytes | None:
         """The raw bytes of an entry, or ``None`` when there is none (or it cannot be read)."""
         path = self.path(network, container_id, ifname)
-        return await anyio.to_thread.run_sync(_read_or_none, path)
+        await anyio.lowlevel.checkpoint()
+        return _read_or_none(path)
 
     async def write(self, entry: CacheEntry) -> None:
         """Write ``entry`` atomically, replacing any previous entry for the same attachment.
@@ -114,7 +117,8 @@ class ResultCache:
     async def remove(self, network: str, container_id: str, ifname: str) -> None:
         """Remove an entry; a missing one is not an error."""
         path = self.path(network, container_id, ifname)
-        await anyio.to_thread.run_sync(_unlink_quietly, path)
+        await anyio.lowlevel.checkpoint()
+        _unlink_quietly(path)
 
     async def attachments(self, container_id: str | None = None) -> list[CacheEntry]:
         """Every valid entry, sorted by file name; only ``container_id``'s when it is given.
@@ -122,7 +126,8 @@ class ResultCache:
         Unreadable or foreign files are skipped, as are entries whose names would not pass
         validation.
         """
-        return await anyio.to_thread.run_sync(self._scan, container_id)
+        await anyio.lowlevel.checkpoint()
+        return self._scan(container_id)
 
     def _scan(self, container_id: str | None) -> list[CacheEntry]:
         try:

@@ -26,8 +26,10 @@ import errno
 import fcntl
 import logging
 import os
+import select
 import signal
 import stat
+import time
 from collections.abc import Mapping, Sequence
 from typing import Final, Protocol
 
@@ -319,39 +321,25 @@ class _PluginRun:
         except BlockingIOError:
             pass
 
-    async def _feed_stdin(self) -> None:
+    def _read(self, fd: int) -> bool:
+        """Read what ``fd`` has; ``False`` at end of file. Caps stdout, keeps stderr's tail."""
         try:
-            while self._stdin:
-                await anyio.wait_writable(self._stdin_w)
-                self._write_stdin()
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the plugin exited or closed stdin without reading all of it
-        finally:
-            self._close(self._stdin_w)
-
-    async def _drain(self, fd: int, sink: bytearray, cap: int | None) -> None:
-        while True:
-            await anyio.wait_readable(fd)
-            try:
-                chunk = os.read(fd, _READ_SIZE)
-            except BlockingIOError:
-                continue
-            if not chunk:
-                return
-            sink += chunk
-            if cap is None:
-                if len(sink) > _STDERR_TAIL:
-                    del sink[: len(sink) - _STDERR_TAIL]
-            elif len(sink) > cap:
+            chunk = os.read(fd, _READ_SIZE)
+        except BlockingIOError:
+            return True
+        if not chunk:
+            return False
+        if fd == self._out_r:
+            self._stdout += chunk
+            if len(self._stdout) > self._executor.max_output:
                 self._overflow = True
                 self._signal_group(signal.SIGKILL)
-                return
-
-    async def _drain_outputs(self, done: anyio.Event) -> None:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._drain, self._err_r, self._stderr, None)
-            await self._drain(self._out_r, self._stdout, self._executor.max_output)
-        done.set()
+                return False
+        else:
+            self._stderr += chunk
+            if len(self._stderr) > _STDERR_TAIL:
+                del self._stderr[: len(self._stderr) - _STDERR_TAIL]
+        return True
 
     def _signal_group(self, signum: int) -> None:
         # Only before reaping: the zombie keeps the group ID from being recycled.
@@ -368,24 +356,22 @@ class _PluginRun:
         return os.waitstatus_to_exitcode(status)
 
     async def wait(self) -> tuple[bytes, bytes, int]:
-        """Wait for the plugin and its output; stop and reap it if this task is cancelled."""
+        """Wait for the plugin and its output; stop and reap it if this task is cancelled.
+
+        One task watches stdout, stderr, stdin (while there is more to write) and the pidfd
+        through a private epoll instance, so a run costs no extra task or task group.
+        """
         try:
-            drained = anyio.Event()
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._drain_outputs, drained)
-                if self._stdin:
-                    tg.start_soon(self._feed_stdin)
-                await anyio.wait_readable(self._pidfd)
-                with anyio.move_on_after(self._executor.pipe_grace):
-                    await drained.wait()
-                if not drained.is_set():
-                    logger.warning(
-                        "plugin %d exited but its output pipes stay open (a child of the "
-                        "plugin?); killing its process group",
-                        self.pid,
-                    )
-                    self._signal_group(signal.SIGKILL)
-                    tg.cancel_scope.cancel()
+            with select.epoll(4) as poller:
+                self._fds.append(poller.fileno())
+                try:
+                    self._pump(poller)
+                    exited = await self._pump_until_done(poller)
+                finally:
+                    self._fds.remove(poller.fileno())
+            if not exited:  # killed for flooding stdout: let the kill land before reaping
+                with anyio.move_on_after(_REAP_LIMIT):
+                    await anyio.wait_readable(self._pidfd)
             returncode = self._reap()
         except BaseException:
             with anyio.CancelScope(shield=True):
@@ -398,6 +384,52 @@ class _PluginRun:
                 f"plugin output exceeds {self._executor.max_output} bytes; the plugin was killed"
             )
         return bytes(self._stdout), bytes(self._stderr), returncode
+
+    def _pump(self, poller: select.epoll) -> None:
+        poller.register(self._out_r, select.EPOLLIN)
+        poller.register(self._err_r, select.EPOLLIN)
+        poller.register(self._pidfd, select.EPOLLIN)
+        if self._stdin:
+            poller.register(self._stdin_w, select.EPOLLOUT)
+
+    async def _pump_until_done(self, poller: select.epoll) -> bool:
+        """Serve the pipes until the plugin exited and they closed; whether it exited."""
+        open_pipes = {self._out_r, self._err_r}
+        exited_at: float | None = None
+        while open_pipes or exited_at is None:
+            if exited_at is None:
+                await anyio.wait_readable(poller.fileno())
+            else:
+                # The plugin is gone but something still holds its pipes (a child of it?).
+                remaining = exited_at + self._executor.pipe_grace - time.monotonic()
+                with anyio.move_on_after(max(remaining, 0)) as grace:
+                    await anyio.wait_readable(poller.fileno())
+                if grace.cancelled_caught:
+                    logger.warning(
+                        "plugin %d exited but its output pipes stay open (a child of the "
+                        "plugin?); killing its process group",
+                        self.pid,
+                    )
+                    self._signal_group(signal.SIGKILL)
+                    return True
+            for fd, _events in poller.poll(0):
+                if fd == self._pidfd:
+                    poller.unregister(fd)
+                    exited_at = time.monotonic()
+                elif fd == self._stdin_w:
+                    try:
+                        self._write_stdin()
+                    except (BrokenPipeError, ConnectionResetError):
+                        self._stdin = memoryview(b"")  # it exited or closed stdin early
+                    if not self._stdin:
+                        poller.unregister(fd)
+                        self._close(fd)
+                elif not self._read(fd):
+                    poller.unregister(fd)
+                    open_pipes.discard(fd)
+                    if self._overflow:
+                        return exited_at is not None
+        return True
 
     async def _terminate(self) -> None:
         if self._reaped:

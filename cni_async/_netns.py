@@ -1,18 +1,21 @@
 """Netlink inside a pod's network namespace, with pyroute2 and without forking.
 
 A netlink socket stays bound to the namespace it was created in, so only its creation needs to
-happen inside the pod's namespace. Each call runs in a short-lived thread of its own that
-``setns()``es into the namespace, opens the socket, returns to its own namespace and then uses the
-socket; no pooled worker thread ever enters another namespace. (pyroute2's own ``netns=`` option
-forks a helper process per socket, several times slower.)
+happen inside the pod's namespace: the calling thread ``setns()``es in, creates the socket and
+returns at once (about 50 us, measured), several times cheaper than handing the work to a
+thread. No worker thread ever enters another namespace. pyroute2's message classes encode the
+requests and decode the answers, and each call sends exactly the requests it needs (pyroute2's
+own ``netns=`` option forks a helper process per socket, many times slower).
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
+import logging
 import os
-import threading
+import socket
+import struct
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
@@ -20,71 +23,142 @@ import anyio
 
 from ._errors import NamespaceError
 
-__all__ = ["InterfaceState", "interface_state", "loopback_up"]
+__all__ = ["InterfaceState", "interface_state", "loopback_is_up", "loopback_up"]
 
 T = TypeVar("T")
+
+logger = logging.getLogger("cni_async.netns")
 
 _CLONE_NEWNET: Final = 0x40000000
 
 
+_libc: Any = None
+
+
 def _setns(fd: int) -> None:
+    global _libc
     if hasattr(os, "setns"):  # Python 3.12+
         os.setns(fd, _CLONE_NEWNET)
         return
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(fd, _CLONE_NEWNET) != 0:
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    if _libc.setns(fd, _CLONE_NEWNET) != 0:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code))
 
 
-def _in_namespace(netns: str, work: Callable[[Any], T]) -> T:
-    """Run ``work(ipr)`` with an ``IPRoute`` whose socket lives in ``netns`` (in this thread)."""
-    from pyroute2 import IPRoute  # imported here: only pod operations need pyroute2
+def _in_namespace(netns: str, work: Callable[[socket.socket], T]) -> T:
+    """Run ``work(sock)`` with an rtnetlink socket that lives in ``netns``.
 
+    The calling thread enters the namespace only for the ``socket()`` call and returns at once;
+    every other step happens in its own namespace.
+    """
     with open(netns, "rb") as target, open("/proc/thread-self/ns/net", "rb") as home:
         _setns(target.fileno())
         try:
-            ipr = IPRoute()
+            sock = socket.socket(
+                socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE
+            )
         finally:
-            _setns(home.fileno())
-    with ipr:
-        return work(ipr)
+            try:
+                _setns(home.fileno())
+            except OSError:  # pragma: no cover - cannot happen short of a kernel bug
+                # Staying would run every later plugin inside a pod's namespace.
+                logger.critical("could not return to our own network namespace; aborting")
+                os.abort()
+    with sock:
+        # rtnetlink answers within the request's own system call; the timeout only guards
+        # against a kernel that does not.
+        sock.settimeout(_NETLINK_TIMEOUT)
+        sock.bind((0, 0))
+        return work(sock)
 
 
-async def _run_in_namespace(netns: str, work: Callable[[Any], T]) -> T:
-    outcome: list[T] = []
-    failure: list[BaseException] = []
+_NLMSG_HEADER: Final = struct.Struct("=IHHII")
+_NLMSG_ERROR_CODE: Final = struct.Struct("=i")
 
-    def thread_main() -> None:
-        try:
-            outcome.append(_in_namespace(netns, work))
-        except BaseException as exc:  # noqa: BLE001 - handed back to the awaiting task
-            failure.append(exc)
 
-    def run_dedicated() -> None:
-        thread = threading.Thread(target=thread_main, name="cni_async-netns", daemon=True)
-        thread.start()
-        thread.join()
+def _request(
+    sock: socket.socket, msg: Any, msg_type: int, flags: int, *, decode: bool = True
+) -> list[Any]:
+    """Send one request (a pyroute2 message); return the replies up to the end of the answer.
 
-    await anyio.to_thread.run_sync(run_dedicated)
-    if failure:
-        exc = failure[0]
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOENT, errno.EINVAL):
+    pyroute2's message classes encode and decode; the socket is a plain one, because
+    pyroute2's socket classes each start an event loop of their own, which costs more than the
+    whole exchange. With ``decode=False`` the replies are raw ``bytes`` (for callers that read
+    one fixed field and need no pyroute2 decoding).
+
+    :raises OSError: the kernel answered with an error
+    """
+    from pyroute2.netlink import NLM_F_DUMP, NLMSG_DONE, NLMSG_ERROR
+
+    msg["header"]["type"] = msg_type
+    msg["header"]["flags"] = flags
+    msg["header"]["sequence_number"] = 1
+    msg.encode()
+    sock.send(msg.data)
+    replies: list[Any] = []
+    while True:
+        data = sock.recv(65536)
+        offset = 0
+        while offset + _NLMSG_HEADER.size <= len(data):
+            length, kind, _flags, _seq, _pid = _NLMSG_HEADER.unpack_from(data, offset)
+            if length < _NLMSG_HEADER.size:
+                raise OSError(errno.EPROTO, "malformed netlink message")
+            if kind == NLMSG_ERROR:
+                (code,) = _NLMSG_ERROR_CODE.unpack_from(data, offset + _NLMSG_HEADER.size)
+                if code:
+                    raise OSError(-code, os.strerror(-code))
+                return replies
+            if kind == NLMSG_DONE:
+                return replies
+            raw = data[offset : offset + length]
+            if decode:
+                reply = type(msg)(raw)
+                reply.decode()
+                replies.append(reply)
+            else:
+                replies.append(raw)
+            offset += (length + 3) & ~3
+        if not flags & NLM_F_DUMP:
+            return replies
+
+
+async def _run_in_namespace(netns: str, work: Callable[[socket.socket], T]) -> T:
+    await anyio.lowlevel.checkpoint()
+    try:
+        return _in_namespace(netns, work)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.EINVAL):
             raise NamespaceError(
                 f"network namespace {netns!r} does not exist or is not a network namespace",
                 netns=netns,
             ) from exc
-        if isinstance(exc, Exception):  # pyroute2's NetlinkError is not an OSError
-            raise NamespaceError(
-                f"netlink in network namespace {netns!r} failed: {exc}", netns=netns
-            ) from exc
-        raise exc
-    return outcome[0]
+        raise NamespaceError(
+            f"netlink in network namespace {netns!r} failed: {exc}", netns=netns
+        ) from exc
+    except Exception as exc:  # pyroute2's decoding errors are not OSErrors
+        raise NamespaceError(
+            f"netlink in network namespace {netns!r} failed: {exc!r}", netns=netns
+        ) from exc
 
 
-def _set_lo_up(ipr: Any) -> None:
-    [index] = ipr.link_lookup(ifname="lo")
-    ipr.link("set", index=index, state="up")
+_LOOPBACK_INDEX: Final = 1  # the kernel gives every namespace's lo index 1
+_IFF_UP: Final = 1
+_NETLINK_TIMEOUT: Final = 2.0
+_RT_SCOPE_UNIVERSE: Final = 0
+
+
+def _set_lo_up(sock: socket.socket) -> None:
+    from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST
+    from pyroute2.netlink.rtnl import RTM_NEWLINK
+    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+
+    msg = ifinfmsg()
+    msg["index"] = _LOOPBACK_INDEX
+    msg["flags"] = _IFF_UP
+    msg["change"] = _IFF_UP
+    _request(sock, msg, RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK)
 
 
 async def loopback_up(netns: str) -> None:
@@ -107,21 +181,55 @@ class InterfaceState:
 
 
 def _read_interface(ifname: str) -> Callable[[Any], InterfaceState | None]:
-    def work(ipr: Any) -> InterfaceState | None:
-        indexes = ipr.link_lookup(ifname=ifname)
-        if not indexes:
-            return None
-        [link] = ipr.get_links(indexes[0])
-        up = bool(link["flags"] & 1)  # IFF_UP
-        mac = link.get_attr("IFLA_ADDRESS") or ""
+    def work(sock: socket.socket) -> InterfaceState | None:
+        from pyroute2.netlink import NLM_F_DUMP, NLM_F_REQUEST
+        from pyroute2.netlink.rtnl import RTM_GETADDR, RTM_GETLINK
+        from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+        from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+
+        query = ifinfmsg()
+        query["attrs"] = [("IFLA_IFNAME", ifname)]
+        try:
+            [link] = _request(sock, query, RTM_GETLINK, NLM_F_REQUEST)
+        except OSError as exc:
+            if exc.errno == errno.ENODEV:
+                return None
+            raise
+        index = link["index"]
         addresses = [
             f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}"
-            for a in ipr.get_addr(index=indexes[0])
-            if a["scope"] == 0  # RT_SCOPE_UNIVERSE: global addresses only
+            for a in _request(sock, ifaddrmsg(), RTM_GETADDR, NLM_F_REQUEST | NLM_F_DUMP)
+            if a["index"] == index and a["scope"] == _RT_SCOPE_UNIVERSE
         ]
-        return InterfaceState(up, mac, addresses)
+        return InterfaceState(
+            bool(link["flags"] & _IFF_UP), link.get_attr("IFLA_ADDRESS") or "", addresses
+        )
 
     return work
+
+
+_IFINFO_FLAGS: Final = struct.Struct("=I")
+_IFINFO_FLAGS_OFFSET: Final = 16 + 8  # nlmsghdr, then family, pad, type, index
+
+
+def _lo_is_up(sock: socket.socket) -> bool:
+    from pyroute2.netlink import NLM_F_REQUEST
+    from pyroute2.netlink.rtnl import RTM_GETLINK
+    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+
+    query = ifinfmsg()
+    query["index"] = _LOOPBACK_INDEX
+    [raw] = _request(sock, query, RTM_GETLINK, NLM_F_REQUEST, decode=False)
+    (flags,) = _IFINFO_FLAGS.unpack_from(raw, _IFINFO_FLAGS_OFFSET)
+    return bool(flags & _IFF_UP)
+
+
+async def loopback_is_up(netns: str) -> bool:
+    """Whether ``lo`` is up inside the namespace at ``netns``.
+
+    :raises NamespaceError: if the namespace does not exist
+    """
+    return await _run_in_namespace(netns, _lo_is_up)
 
 
 async def interface_state(netns: str, ifname: str) -> InterfaceState | None:

@@ -53,7 +53,7 @@ from ._events import (
 from ._exec import PluginExecutor
 from ._locks import KeyedLock
 from ._models import NetAttachment, NetResult, PodNetwork, capability_args
-from ._netns import interface_state, loopback_up
+from ._netns import interface_state, loopback_is_up, loopback_up
 from ._results import Interface, IPConfig, Result, Result100, convert_result
 from ._snapshot import ConfigSnapshot, VersionCache, build_snapshot
 from ._specversion import CURRENT_VERSION, version_at_least_or_false
@@ -608,8 +608,7 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
         async with self._operation():
             plan = await self._resolve(pod)
             async with self._pod_locks.hold((pod.namespace, pod.name)):
-                lo = await interface_state(pod.netns, "lo")
-                if lo is None or not lo.up:
+                if not await loopback_is_up(pod.netns):
                     raise NamespaceError(
                         f"loopback is not up in the network namespace of pod "
                         f"{pod.namespace}/{pod.name}",
@@ -803,7 +802,13 @@ def _plan(
 
 async def _existing(netns: str) -> str:
     """``netns`` if that namespace still exists, else ``""`` (DEL accepts an empty CNI_NETNS)."""
-    return netns if netns and await anyio.Path(netns).exists() else ""
+    await anyio.lowlevel.checkpoint()
+    return netns if netns and _exists(netns) else ""
+
+
+def _exists(path: str) -> bool:
+    # A stat of a bind mount on tmpfs (/run/netns): not worth a worker thread.
+    return os.path.exists(path)
 
 
 def _as_current(result: Result) -> Result100:
