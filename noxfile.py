@@ -37,3 +37,9 @@ def tests(session: nox.Session) -> None:
 def tests_other_pythons(session: nox.Session) -> None:
     """The suite on the other supported Pythons (where pyenv has them)."""
     tests(session)
+
+
+@nox.session(venv_backend="none")
+def bench(session: nox.Session) -> None:
+    """The pod-churn benchmark on real plugins (root; arguments after -- go to churn.py)."""
+    session.run("python", "benchmarks/churn.py", *session.posargs)

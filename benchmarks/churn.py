@@ -1,0 +1,590 @@
+"""Pod-churn benchmark of cni_async on real CNI plugins, measured against the exec floor.
+
+Each pod: create a network namespace, ``set_up_pod``, ``get_pod_network_status``,
+``tear_down_pod``, delete the namespace; ``--pods`` pods at each ``--concurrency``. The floor is
+the same plugin chains with the same stdin and environment, exec'd directly by a small C program
+(``floor.c``: threads, ``posix_spawn``, pipes; the fastest direct exec we could build here), at
+the same concurrency, with the pod's networks one after the other.
+
+Everything runs inside a "node" network namespace the benchmark makes (``ip netns exec``), so
+bridges, gateway addresses and iptables rules never touch the machine's own namespace. Each
+measurement runs in a fresh process, so CPU time and peak RSS are its own.
+
+Configurations: A bridge + host-local + portmap; B one no-op plugin (a static C binary, or a
+shell script without a compiler: library overhead); C two bridge networks per pod.
+
+    python benchmarks/churn.py [--config A|B|C[,...]] [--pods N] [--concurrency C[,C...]]
+                               [--json PATH] [--plot PATH] [--backend asyncio|trio]
+
+Defaults: configuration A, 200 pods, concurrency 1, 8 and 32, results in ./churn.json and
+./churn.png.
+
+Run as root, on Debian with containernetworking-plugins (``bash .ci/setup`` installs it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import resource
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+CNI_BIN = "/usr/lib/cni"
+CONCURRENCY = (1, 8, 32)
+PHASES = ("netns_add", "set_up", "status", "tear_down", "netns_del")
+FLOOR_PHASES = ("netns_add", "add", "check", "del", "netns_del")
+
+# -- network namespaces, without forking (the floor does the same in C) ----------------------
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_CLONE_NEWNET = 0x40000000
+_MS_BIND = 4096
+_MNT_DETACH = 2
+
+
+def _check(rc: int, what: str) -> None:
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def netns_add(name: str) -> str:
+    """Create /run/netns/<name>, as floor.c does: unshare, bind-mount, return (no fork, no thread).
+
+    The calling thread is in the new namespace only between unshare() and setns() back.
+    """
+    path = f"/run/netns/{name}"
+    os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        _check(_libc.unshare(_CLONE_NEWNET), "unshare")
+        try:
+            _check(
+                _libc.mount(b"/proc/thread-self/ns/net", path.encode(), b"none", _MS_BIND, None),
+                "mount",
+            )
+        finally:
+            if _libc.setns(home, _CLONE_NEWNET) != 0:
+                os.abort()  # never go on in the pod's namespace
+    except OSError:
+        os.unlink(path)
+        raise
+    finally:
+        os.close(home)
+    return path
+
+
+def netns_del(name: str) -> None:
+    path = f"/run/netns/{name}"
+    _libc.umount2(path.encode(), _MNT_DETACH)
+    os.unlink(path)
+
+
+# -- configurations ---------------------------------------------------------------------------
+
+
+def write_configs(config: str, work: Path, prefix: str) -> tuple[Path, list[str], list[str]]:
+    """Write configuration ``config``; return (conf dir, bin dirs, networks each pod names)."""
+    conf = work / f"conf-{config}"
+    conf.mkdir()
+    ipam = str(work / "ipam")
+
+    def bridge(name: str, index: int) -> dict[str, Any]:
+        return {
+            "type": "bridge",
+            "bridge": f"{prefix}b{index}",
+            "isGateway": True,
+            "ipam": {"type": "host-local", "subnet": f"10.23{index}.0.0/16", "dataDir": ipam},
+        }
+
+    def conflist(name: str, plugins: list[dict[str, Any]]) -> None:
+        body = {"cniVersion": "1.0.0", "name": name, "plugins": plugins}
+        (conf / f"10-{name}.conflist").write_text(json.dumps(body))
+
+    if config == "A":
+        conflist(
+            "bench-a",
+            [bridge("bench-a", 0), {"type": "portmap", "capabilities": {"portMappings": True}}],
+        )
+        return conf, [CNI_BIN], []
+    if config == "B":
+        bin_dir = work / "noop-bin"
+        bin_dir.mkdir(exist_ok=True)
+        build_noop(bin_dir / "noop")
+        conflist("bench-b", [{"type": "noop"}])
+        return conf, [str(bin_dir)], []
+    if config == "C":
+        conflist("bench-c1", [bridge("bench-c1", 1)])
+        conflist("bench-c2", [bridge("bench-c2", 2)])
+        return conf, [CNI_BIN], ["bench-c1", "bench-c2"]
+    raise SystemExit(f"unknown configuration {config!r}: use A, B or C")
+
+
+def build_noop(target: Path) -> str:
+    """The no-op plugin: a static C binary if a compiler is here, else a shell script."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if (
+        cc
+        and subprocess.run(
+            [cc, "-O2", "-static", "-o", str(target), str(HERE / "noop.c")],
+            check=False,
+            capture_output=True,
+        ).returncode
+        == 0
+    ):
+        return "static C binary"
+    target.write_text(
+        '#!/bin/sh\ncat >/dev/null\ncase "$CNI_COMMAND" in\n'
+        'ADD) echo \'{"cniVersion":"1.0.0","ips":[{"address":"10.50.0.2/16"}]}\';;\n'
+        'VERSION) echo \'{"cniVersion":"1.1.0","supportedVersions":["1.0.0","1.1.0"]}\';;\n'
+        "esac\n"
+    )
+    target.chmod(0o755)
+    return "shell script (no C compiler found)"
+
+
+def build_floor(work: Path) -> Path:
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        raise SystemExit("the exec floor needs a C compiler (apt-get install gcc)")
+    target = work / "floor"
+    subprocess.run([cc, "-O2", "-pthread", "-o", str(target), str(HERE / "floor.c")], check=True)
+    return target
+
+
+# -- statistics -------------------------------------------------------------------------------
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"p50_ms": 0.0, "p95_ms": 0.0, "p99_ms": 0.0}
+    ordered = sorted(values)
+
+    def at(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+    return {"p50_ms": statistics.median(ordered) * 1000, "p95_ms": at(0.95), "p99_ms": at(0.99)}
+
+
+def usage() -> tuple[float, float, float]:
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime, me.ru_maxrss / 1024
+
+
+# -- the worker: one measurement, inside the node namespace -------------------------------------
+
+
+def leaks(prefix: str, work: Path, cache_dir: Path) -> list[str]:
+    found = []
+    left = [n for n in os.listdir("/run/netns") if n.startswith(prefix)]
+    if left:
+        found.append(f"{len(left)} network namespaces")
+    veths = subprocess.run(
+        ["ip", "-o", "link", "show", "type", "veth"], check=False, capture_output=True, text=True
+    ).stdout.splitlines()
+    if veths:
+        found.append(f"{len(veths)} veths")
+    ipam = work / "ipam"
+    leases = [
+        f"{net}/{f}"
+        for net in (os.listdir(ipam) if ipam.exists() else [])
+        for f in os.listdir(ipam / net)
+        if f[0].isdigit()
+    ]
+    if leases:
+        found.append(f"{len(leases)} IP leases")
+    results = cache_dir / "results"
+    entries = os.listdir(results) if results.exists() else []
+    if entries:
+        found.append(f"{len(entries)} cache entries")
+    return found
+
+
+async def run_library(spec: dict[str, Any]) -> dict[str, Any]:
+    import anyio
+
+    from cni_async import CNIError, CNIPlugin, NetAttachment, PodNetwork
+
+    prefix, pods, concurrency = spec["prefix"], spec["pods"], spec["concurrency"]
+    work = Path(spec["work"])
+    cache_dir = work / f"cache-{spec['config']}"
+    timings: dict[str, list[float]] = {p: [] for p in PHASES}
+    errors: list[str] = []
+    done = 0
+    async with CNIPlugin(
+        spec["conf_dir"],
+        spec["bin_dirs"],
+        str(cache_dir),
+        watch=False,
+        max_concurrent_execs=None,
+    ) as cni:
+        limit = anyio.Semaphore(concurrency)
+        networks = [NetAttachment(n) for n in spec["networks"]]
+
+        async def cycle(i: int) -> None:
+            nonlocal done
+            async with limit:
+                name = f"{prefix}-l{i}"
+                t0 = time.perf_counter()
+                path = netns_add(name)
+                pod = PodNetwork(f"pod{i}", "churn", name, f"uid{i}", path, networks)
+                t1 = time.perf_counter()
+                try:
+                    await cni.set_up_pod(pod)
+                    t2 = time.perf_counter()
+                    await cni.get_pod_network_status(pod)
+                    t3 = time.perf_counter()
+                    await cni.tear_down_pod(pod)
+                    t4 = time.perf_counter()
+                except CNIError as exc:
+                    errors.append(f"pod {i}: {exc}")
+                    with anyio.CancelScope(shield=True):
+                        try:
+                            await cni.tear_down_pod(pod)
+                        except CNIError as again:
+                            errors.append(f"pod {i} cleanup: {again}")
+                    return
+                finally:
+                    t5 = time.perf_counter()
+                    netns_del(name)
+                    done += 1
+                    print(f"progress {done}", file=sys.stderr, flush=True)
+                for phase, value in zip(
+                    PHASES,
+                    (t1 - t0, t2 - t1, t3 - t2, t4 - t3, time.perf_counter() - t5),
+                    strict=True,
+                ):
+                    timings[phase].append(value)
+
+        cpu0, kids0, _ = usage()
+        started = time.perf_counter()
+        async with anyio.create_task_group() as tg:
+            for i in range(pods):
+                tg.start_soon(cycle, i)
+        elapsed = time.perf_counter() - started
+        cpu1, kids1, rss = usage()
+    return {
+        "elapsed_s": elapsed,
+        "pods_per_s": pods / elapsed,
+        "phases": {p: percentiles(v) for p, v in timings.items()},
+        "cpu_s": cpu1 - cpu0,
+        "children_cpu_s": kids1 - kids0,
+        "peak_rss_mib": rss,
+        "errors": errors,
+        "leaks": leaks(prefix, work, cache_dir),
+    }
+
+
+def floor_job(spec: dict[str, Any], job: Path) -> None:
+    """The floor's job file: every plugin exec of every pod, with cni_async's stdin and env."""
+    import anyio
+
+    from cni_async import CNIPlugin, NetAttachment, PodNetwork
+    from cni_async._config import plugin_stdin
+    from cni_async._exec import cni_env
+    from cni_async._plugin import _plan
+
+    async def load() -> CNIPlugin:
+        async with CNIPlugin(spec["conf_dir"], spec["bin_dirs"], watch=False) as cni:
+            return cni
+
+    cni = anyio.run(load)
+    engine = cni.engine
+    marker = {"@PREV@": True}
+    prefix = spec["prefix"]
+    networks = [NetAttachment(n) for n in spec["networks"]]
+    with open(job, "wb") as out:
+        out.write(f"{spec['pods']} {spec['concurrency']}\n".encode())
+        for i in range(spec["pods"]):
+            name = f"{prefix}-f{i}"
+            pod = PodNetwork(f"pod{i}", "churn", name, f"uid{i}", f"/run/netns/{name}", networks)
+            plan = _plan(cni.config, pod, None)
+            assert isinstance(plan, list)
+            steps = []
+            for phase, verb in enumerate(("ADD", "CHECK", "DEL")):
+                for index, (network, ifname) in enumerate(plan):
+                    rt = cni._runtime_conf(pod, network.name, ifname, pod.netns)
+                    env = cni_env(
+                        verb,
+                        container_id=rt.container_id,
+                        netns=rt.netns,
+                        ifname=rt.ifname,
+                        args=rt.args,
+                        bin_dirs=engine.bin_dirs,
+                        base=engine._base_env,
+                    )
+                    chain = network.plugins if verb != "DEL" else tuple(reversed(network.plugins))
+                    for k, plugin in enumerate(chain):
+                        with_prev = verb != "ADD" or k > 0
+                        stdin = plugin_stdin(
+                            network,
+                            plugin,
+                            prev_result=marker if with_prev else None,
+                            capability_args=rt.capability_args,
+                        ).replace(b'{"@PREV@":true}', b"@PREV@")
+                        path = engine.executor.find_plugin(plugin.type, engine.bin_dirs).encode()
+                        env_block = b"".join(f"{k_}={v}".encode() + b"\0" for k_, v in env.items())
+                        steps.append(
+                            f"{phase} {index} {int(k == 0)} {len(path)} {len(stdin)} "
+                            f"{len(env_block)}\n".encode()
+                            + path
+                            + stdin
+                            + env_block
+                        )
+            out.write(f"{name} {len(steps)}\n".encode() + b"".join(steps))
+
+
+def run_floor(spec: dict[str, Any]) -> dict[str, Any]:
+    work = Path(spec["work"])
+    job = work / f"floor-{spec['config']}-{spec['concurrency']}.job"
+    floor_job(spec, job)
+    _, kids0, _ = usage()
+    started = time.perf_counter()
+    out = subprocess.run([spec["floor"], str(job)], check=True, capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    _, kids1, _ = usage()
+    rows = [line.split() for line in out.stdout.splitlines()]
+    timings = {p: [float(r[i]) for r in rows] for i, p in enumerate(FLOOR_PHASES)}
+    failed = [f"pod {i}: step {r[5]}" for i, r in enumerate(rows) if r[5] != "-1"]
+    return {
+        "floor_pods_per_s": spec["pods"] / elapsed,
+        "floor_phases": {p: percentiles(v) for p, v in timings.items()},
+        "floor_cpu_s": kids1 - kids0,
+        "floor_errors": failed + ([out.stderr.strip()] if out.stderr.strip() else []),
+        "floor_leaks": leaks(spec["prefix"] + "-f", work, work / "no-cache"),
+    }
+
+
+def worker(spec_json: str) -> None:
+    spec = json.loads(spec_json)
+    if spec["mode"] == "floor":
+        record = run_floor(spec)
+    else:
+        import anyio
+
+        record = anyio.run(run_library, spec, backend=spec.get("backend", "asyncio"))
+    print(json.dumps(record))
+
+
+# -- the driver -------------------------------------------------------------------------------
+
+
+def progress(label: str, done: int, total: int) -> None:
+    """A progress bar on a terminal; elsewhere (CI logs) only the finished line."""
+    if not sys.stderr.isatty() and done < total:
+        return
+    width = 30
+    filled = width * done // max(total, 1)
+    sys.stderr.write(f"\r  {label:<28} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+    sys.stderr.flush()
+
+
+def measure(node: str, spec: dict[str, Any], label: str) -> dict[str, Any]:
+    command = [
+        "ip",
+        "netns",
+        "exec",
+        node,
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        json.dumps(spec),
+    ]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    assert proc.stdout is not None
+    other: list[str] = []
+    progress(label, 0, spec["pods"])
+    done = 0
+    for line in proc.stderr:
+        if line.startswith("progress "):
+            done = int(line.split()[1])
+            progress(label, done, spec["pods"])
+        else:
+            other.append(line)
+    output = proc.stdout.read()
+    if proc.wait() != 0:
+        sys.stderr.write("\n" + "".join(other))
+        raise SystemExit(f"the {spec['mode']} run failed")
+    if done < spec["pods"]:
+        progress(label, spec["pods"], spec["pods"])
+    sys.stderr.write("\n")
+    sys.stderr.flush()
+    record: dict[str, Any] = json.loads(output)
+    return record
+
+
+def markdown(records: list[dict[str, Any]]) -> str:
+    lines = [
+        (
+            "| config | C | pods/s | floor pods/s | ratio | set-up p50/p95/p99 ms | status p50 ms | "
+            "teardown p50 ms | CPU ms/pod | children CPU ms/pod | peak RSS MiB | errors | leaks |"
+        ),
+        "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in records:
+        up = r["phases"]["set_up"]
+        lines.append(
+            f"| {r['config']} | {r['concurrency']} | {r['pods_per_s']:.1f} | "
+            f"{r['floor_pods_per_s']:.1f} | {r['ratio_to_floor']:.2f} | "
+            f"{up['p50_ms']:.1f} / {up['p95_ms']:.1f} / {up['p99_ms']:.1f} | "
+            f"{r['phases']['status']['p50_ms']:.1f} | {r['phases']['tear_down']['p50_ms']:.1f} | "
+            f"{r['cpu_s'] * 1000 / r['pods']:.2f} | {r['children_cpu_s'] * 1000 / r['pods']:.1f} | "
+            f"{r['peak_rss_mib']:.1f} | {len(r['errors'])} | {', '.join(r['leaks']) or 'none'} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(records: list[dict[str, Any]], path: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print(f"(no plot: matplotlib is not installed; {path} not written)", file=sys.stderr)
+        return
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for index, config in enumerate(sorted({r["config"] for r in records})):
+        color = f"C{index}"
+        rows = [r for r in records if r["config"] == config]
+        xs = [r["concurrency"] for r in rows]
+        left.plot(
+            xs, [r["pods_per_s"] for r in rows], "o-", color=color, label=f"{config}: cni_async"
+        )
+        left.plot(
+            xs,
+            [r["floor_pods_per_s"] for r in rows],
+            "x--",
+            color=color,
+            label=f"{config}: exec floor",
+        )
+        right.plot(
+            xs,
+            [r["phases"]["set_up"]["p50_ms"] for r in rows],
+            "o-",
+            color=color,
+            label=f"{config}: p50",
+        )
+        right.plot(
+            xs,
+            [r["phases"]["set_up"]["p95_ms"] for r in rows],
+            "x--",
+            color=color,
+            label=f"{config}: p95",
+        )
+    levels = sorted({r["concurrency"] for r in records})
+    left.set(
+        xscale="log",
+        yscale="log",
+        xlabel="concurrency",
+        ylabel="pods/s",
+        title="Pod churn throughput (log scale)",
+    )
+    right.set(
+        xscale="log", yscale="log", xlabel="concurrency", ylabel="ms", title="set_up_pod latency"
+    )
+    for ax in (left, right):
+        ax.set_xticks(levels, [str(c) for c in levels])
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"plot written to {path}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="A", help="A, B or C, or several: A,B,C")
+    parser.add_argument("--pods", type=int, default=200)
+    parser.add_argument("--concurrency", default=",".join(map(str, CONCURRENCY)))
+    parser.add_argument(
+        "--json", dest="json_path", default="churn.json", help="write the records as JSON here"
+    )
+    parser.add_argument(
+        "--plot", dest="plot_path", default="churn.png", help="write a PNG plot here"
+    )
+    parser.add_argument("--backend", default="asyncio", choices=("asyncio", "trio"))
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    options = parser.parse_args()
+    if options.worker:
+        worker(options.worker)
+        return 0
+    if os.geteuid() != 0:
+        raise SystemExit("run this as root: it creates network namespaces")
+    configs = [c.strip().upper() for c in options.config.split(",")]
+    levels = [int(c) for c in options.concurrency.split(",")]
+    prefix = "cnb" + secrets.token_hex(3)
+    work = Path(tempfile.mkdtemp(prefix=f"{prefix}-"))
+    node = f"{prefix}-node"
+    records: list[dict[str, Any]] = []
+    subprocess.run(["ip", "netns", "add", node], check=True)
+    try:
+        subprocess.run(["ip", "-n", node, "link", "set", "lo", "up"], check=True)
+        floor = build_floor(work)
+        for config in configs:
+            conf, bin_dirs, networks = write_configs(config, work, prefix)
+            for concurrency in levels:
+                spec = {
+                    "config": config,
+                    "pods": options.pods,
+                    "concurrency": concurrency,
+                    "conf_dir": str(conf),
+                    "bin_dirs": bin_dirs,
+                    "networks": networks,
+                    "work": str(work),
+                    "prefix": f"{prefix}{config.lower()}{concurrency}",
+                    "floor": str(floor),
+                    "backend": options.backend,
+                }
+                library = measure(
+                    node, {**spec, "mode": "library"}, f"{config} C={concurrency} cni_async"
+                )
+                floor_run = measure(
+                    node, {**spec, "mode": "floor"}, f"{config} C={concurrency} floor"
+                )
+                record = {
+                    "config": config,
+                    "concurrency": concurrency,
+                    "pods": options.pods,
+                    **library,
+                    **floor_run,
+                    "ratio_to_floor": library["pods_per_s"] / floor_run["floor_pods_per_s"],
+                    "cpu_ms_per_pod": library["cpu_s"] * 1000 / options.pods,
+                }
+                records.append(record)
+    finally:
+        subprocess.run(["ip", "netns", "del", node], check=False)
+        shutil.rmtree(work, ignore_errors=True)
+    print()
+    print(markdown(records))
+    problems = [
+        f"{r['config']} C={r['concurrency']}: {what}"
+        for r in records
+        for what in (r["errors"] + r["leaks"] + r["floor_errors"] + r["floor_leaks"])
+    ]
+    print("\nleaks: none (namespaces, veths, IP leases, cache entries)" if not problems else "")
+    for problem in problems:
+        print(f"problem: {problem}")
+    if options.json_path:
+        Path(options.json_path).write_text(json.dumps(records, indent=2) + "\n")
+        print(f"JSON written to {options.json_path}")
+    if options.plot_path:
+        plot(records, options.plot_path)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
