@@ -21,7 +21,7 @@ import msgspec
 from ._errors import CacheError, InvalidArgument
 from ._validation import validate_attachment
 
-__all__ = ["CACHE_KIND", "DEFAULT_CACHE_DIR", "CacheEntry", "ResultCache"]
+__all__ = ["CACHE_KIND", "DEFAULT_CACHE_DIR", "INTENT_KIND", "CacheEntry", "Intent", "ResultCache"]
 
 CACHE_KIND: Final = "cniCacheV1"
 DEFAULT_CACHE_DIR: Final = "/var/lib/cni"
@@ -41,8 +41,25 @@ class CacheEntry(msgspec.Struct, omit_defaults=True, kw_only=True):
     result: dict[str, Any] | None = None
 
 
+INTENT_KIND: Final = "cniAsyncIntentV1"
+
+
+class Intent(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """What a set-up is about to attach, written (and fsync'd) before its first plugin runs.
+
+    A process that dies in the middle of a set-up leaves its intent behind, so a later teardown
+    or GC can find, and DEL, even the attachments whose ADD never finished (libcni caches only
+    completed ADDs, so those would leak).
+    """
+
+    kind: str = ""
+    container_id: str = msgspec.field(default="", name="containerId")
+    attachments: list[CacheEntry] = msgspec.field(default_factory=list)
+
+
 _encoder: Final = msgspec.json.Encoder()
 _decoder: Final = msgspec.json.Decoder(CacheEntry)
+_intent_decoder: Final = msgspec.json.Decoder(Intent)
 
 
 def decode_entry(data: bytes) -> CacheEntry | None:
@@ -68,6 +85,7 @@ class ResultCache:
         self.cache_dir = cache_dir or DEFAULT_CACHE_DIR
         self.results_dir = os.path.join(self.cache_dir, "results")
         self.tmp_dir = os.path.join(self.cache_dir, "cni_async-tmp")
+        self.intents_dir = os.path.join(self.cache_dir, "cni_async-intents")
 
     def path(self, network: str, container_id: str, ifname: str) -> str:
         """The entry's path; validates the three names first."""
@@ -99,6 +117,85 @@ class ResultCache:
                 path=path,
                 network=entry.network_name,
             ) from exc
+
+    # -- intents: set-ups in flight ---------------------------------------------------------
+
+    def intent_path(self, container_id: str) -> str:
+        validate_attachment(container_id, "x", "x")
+        return os.path.join(self.intents_dir, container_id)
+
+    async def write_intent(self, container_id: str, attachments: list[CacheEntry]) -> None:
+        """Record, durably, the attachments a set-up of ``container_id`` is about to make.
+
+        :raises CacheError: if it could not be written (then nothing should be attached)
+        """
+        for entry in attachments:
+            validate_attachment(entry.container_id, entry.network_name, entry.if_name)
+        path = self.intent_path(container_id)
+        data = _encoder.encode(
+            Intent(kind=INTENT_KIND, container_id=container_id, attachments=attachments)
+        )
+        try:
+            await anyio.to_thread.run_sync(
+                _write_atomically, self.intents_dir, self.tmp_dir, path, data
+            )
+        except OSError as exc:
+            raise CacheError(
+                f"failed to record the set-up of {container_id} in {path}: "
+                f"{exc.strerror or exc}; check that {self.cache_dir} is writable",
+                path=path,
+            ) from exc
+
+    async def read_intent(self, container_id: str) -> list[CacheEntry]:
+        """The attachments an unfinished set-up of ``container_id`` recorded (or none)."""
+        path = self.intent_path(container_id)
+        await anyio.lowlevel.checkpoint()
+        return self._decode_intent(path, container_id)
+
+    async def remove_intent(self, container_id: str) -> None:
+        """Forget ``container_id``'s intent; a missing one is not an error."""
+        path = self.intent_path(container_id)
+        await anyio.lowlevel.checkpoint()
+        _unlink_quietly(path)
+
+    async def intents(self) -> dict[str, list[CacheEntry]]:
+        """Every recorded intent, by container ID."""
+        await anyio.lowlevel.checkpoint()
+        try:
+            names = sorted(os.listdir(self.intents_dir))
+        except OSError:
+            return {}
+        found = {}
+        for name in names:
+            try:
+                path = self.intent_path(name)
+            except InvalidArgument:
+                continue
+            attachments = self._decode_intent(path, name)
+            if attachments:
+                found[name] = attachments
+        return found
+
+    @staticmethod
+    def _decode_intent(path: str, container_id: str) -> list[CacheEntry]:
+        data = _read_or_none(path)
+        if data is None:
+            return []
+        try:
+            intent = _intent_decoder.decode(data)
+        except (msgspec.DecodeError, RecursionError):
+            return []
+        if intent.kind != INTENT_KIND or intent.container_id != container_id:
+            return []
+        valid = []
+        for entry in intent.attachments:
+            try:
+                validate_attachment(entry.container_id, entry.network_name, entry.if_name)
+            except InvalidArgument:
+                continue
+            if entry.container_id == container_id:
+                valid.append(entry)
+        return valid
 
     async def remove_stale_temporaries(self) -> None:
         """Remove temporary files that a process which died mid-write left behind."""

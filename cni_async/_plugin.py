@@ -402,7 +402,8 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
             async with self._pod_locks.hold((pod.namespace, pod.name)):
                 started = time.perf_counter()
                 await loopback_up(pod.netns)
-                results = await self._attach_all(pod, attachments)
+                earlier = await self._record_intent(pod.id, attachments)
+                results = await self._attach_all(pod, attachments, earlier)
             logger.info(
                 "set up pod %s/%s on %s in %.1f ms",
                 pod.namespace,
@@ -420,7 +421,33 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
                 for a, r in zip(attachments, results, strict=True)
             ]
 
-    async def _attach_all(self, pod: PodNetwork, attachments: list[_Attachment]) -> list[Result]:
+    async def _record_intent(
+        self, container_id: str, attachments: list[_Attachment]
+    ) -> list[CacheEntry]:
+        """Durably record what this set-up will attach; return what an earlier, unfinished
+        set-up of the same container recorded and this one does not cover."""
+        cache = self._engine.cache
+        ours = {(a.network.name, a.rt.ifname) for a in attachments}
+        earlier = [
+            e
+            for e in await cache.read_intent(container_id)
+            if (e.network_name, e.if_name) not in ours
+        ]
+        await cache.write_intent(container_id, [*earlier, *map(_intent_entry, attachments)])
+        return earlier
+
+    async def _settle_intent(self, container_id: str, earlier: list[CacheEntry]) -> None:
+        """The set-up is settled (attached and cached, or rolled back): keep only what an
+        earlier, unfinished set-up left for teardown or GC to find."""
+        cache = self._engine.cache
+        if earlier:
+            await cache.write_intent(container_id, earlier)
+        else:
+            await cache.remove_intent(container_id)
+
+    async def _attach_all(
+        self, pod: PodNetwork, attachments: list[_Attachment], earlier: list[CacheEntry]
+    ) -> list[Result]:
         results: dict[int, Result] = {}
         errors: dict[int, CNIError] = {}
         started: list[int] = []
@@ -445,7 +472,9 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
                     [errors[i] for i in sorted(errors)],
                 )
         except BaseException as exc:
-            rollback_errors = await self._rollback([attachments[i] for i in sorted(started)])
+            rollback_errors = await self._rollback(
+                pod.id, [attachments[i] for i in sorted(started)], earlier
+            )
             if rollback_errors and isinstance(exc, PodNetworkError):
                 raise PodNetworkError(
                     exc.pod, "set-up", exc.errors, rollback_errors=rollback_errors
@@ -453,13 +482,21 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
             for error in rollback_errors:
                 exc.add_note(f"rollback failed: {error}")
             raise
+        await self._settle_intent(pod.id, earlier)
         return [results[i] for i in range(len(attachments))]
 
-    async def _rollback(self, attachments: list[_Attachment]) -> list[CNIError]:
-        """DEL every attachment, shielded, within ``cleanup_timeout``; return the failures."""
+    async def _rollback(
+        self, container_id: str, attachments: list[_Attachment], earlier: list[CacheEntry]
+    ) -> list[CNIError]:
+        """DEL every attachment, shielded, within ``cleanup_timeout``; return the failures.
+
+        The intent is kept when anything failed, so a later teardown or GC finds it.
+        """
         errors: list[CNIError] = []
         with anyio.move_on_after(self._cleanup_timeout, shield=True) as scope:
             errors = await self._detach_all(attachments)
+            if not errors:
+                await self._settle_intent(container_id, earlier)
         if scope.cancelled_caught:
             errors.append(
                 CNIError(f"rollback did not finish within {self._cleanup_timeout} s", verb="DEL")
@@ -504,6 +541,7 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
             errors += await self._detach_all(attachments)
             if errors:
                 raise PodNetworkError(f"{pod.namespace}/{pod.name}", "teardown", errors)
+            await self._engine.cache.remove_intent(pod.id)
             logger.info(
                 "tore down pod %s/%s (%s)",
                 pod.namespace,
@@ -514,10 +552,15 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
     async def _teardown_targets(
         self, pod: PodNetwork, netns: str
     ) -> tuple[list[_Attachment], list[CNIError]]:
+        cache = self._engine.cache
         cached: dict[tuple[str, str], CacheEntry] = {
-            (e.network_name, e.if_name): e
-            for e in await self._engine.get_cached_attachments(pod.id)
+            (e.network_name, e.if_name): e for e in await cache.read_intent(pod.id)
         }
+        # Completed attachments (with their results) win over the intent's records.
+        cached.update(
+            ((e.network_name, e.if_name), e)
+            for e in await self._engine.get_cached_attachments(pod.id)
+        )
         snapshot = self._snapshot
         wanted: list[tuple[str, str]] = []
         if pod.networks:
@@ -695,8 +738,17 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
             valid_ids = {p.id for p in valid}
             snapshot = self._snapshot
             entries = await self._engine.get_cached_attachments()
+            intents = await self._engine.cache.intents()
+            known = {(e.container_id, e.network_name, e.if_name) for e in entries}
+            unfinished = [
+                e
+                for cid, recorded in intents.items()
+                if cid not in valid_ids
+                for e in recorded
+                if (e.container_id, e.network_name, e.if_name) not in known
+            ]
             stale: dict[tuple[str, str], list[CacheEntry]] = {}
-            for entry in entries:
+            for entry in [*entries, *unfinished]:
                 current = snapshot.get(entry.network_name)
                 if entry.container_id in valid_ids or (current and current.disable_gc):
                     continue
@@ -711,12 +763,17 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
             async def collect(key: tuple[str, str], group: list[CacheEntry]) -> None:
                 async with self._pod_locks.hold(key):
                     targets = []
+                    failed: list[CNIError] = []
                     for entry in group:
                         try:
                             targets.append(await self._attachment_from_cache(entry, snapshot))
                         except CNIError as exc:
-                            errors.append(exc)
-                    errors.extend(await self._detach_all(targets))
+                            failed.append(exc)
+                    failed.extend(await self._detach_all(targets))
+                    if not failed:
+                        for cid in {e.container_id for e in group} & set(intents):
+                            await self._engine.cache.remove_intent(cid)
+                    errors.extend(failed)
 
             async with anyio.create_task_group() as tg:
                 for key, group in stale.items():
@@ -744,6 +801,19 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
                     errors.extend(exc.errors)
             if errors:
                 raise MultipleErrors("garbage collection failed", errors)
+
+
+def _intent_entry(a: _Attachment) -> CacheEntry:
+    """The record of an attachment about to be made (a cache entry without a result)."""
+    return CacheEntry(
+        container_id=a.rt.container_id,
+        config=a.network.bytes,
+        if_name=a.rt.ifname,
+        network_name=a.network.name,
+        netns=a.rt.netns,
+        cni_args=list(a.rt.args),
+        capability_args=dict(a.rt.capability_args),
+    )
 
 
 def _assign_ifnames(requests: Sequence[NetAttachment]) -> list[tuple[str, str]]:

@@ -1,0 +1,138 @@
+"""Crash consistency: a process killed in the middle of a set-up leaves an intent behind, and a
+fresh CNIPlugin's teardown or GC removes everything the dead one attached."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cni_async._cache import CacheEntry
+from cni_async._models import NetAttachment, PodNetwork
+from cni_async._plugin import CNIPlugin
+
+from .support.netns import Sandbox, require_real_plugins, sandbox
+from .support.plugins import FakePlugin, write_conflist
+from .support.procs import wait_dead
+
+pytestmark = [pytest.mark.anyio, pytest.mark.privileged]
+
+DIE_DURING_SETUP = """
+import anyio, sys
+from cni_async import CNIPlugin, NetAttachment, PodNetwork
+
+async def main() -> None:
+    conf, bin_dir, cache, netns, cid = sys.argv[1:6]
+    async with CNIPlugin(conf, [bin_dir], cache, watch=False) as cni:
+        pod = PodNetwork("victim", "ns", cid, "uid", netns,
+                         [NetAttachment("fast"), NetAttachment("slow")])
+        await cni.set_up_pod(pod)
+
+anyio.run(main)
+"""
+
+
+@pytest.fixture
+def net() -> Iterator[Sandbox]:
+    require_real_plugins()
+    with sandbox() as s:
+        yield s
+
+
+@pytest.fixture
+def dirs(tmp_path: Path) -> dict[str, Path]:
+    d = {name: tmp_path / name for name in ("conf", "bin", "cache")}
+    for path in d.values():
+        path.mkdir()
+    return d
+
+
+def kill_group(pid: int) -> None:
+    """End a plugin the killed runtime left running (we started it, through that runtime)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    wait_dead(pid)
+
+
+@pytest.mark.parametrize("cleanup", ["tear_down_pod", "gc"])
+async def test_sigkill_mid_setup_is_cleaned_up(
+    dirs: dict[str, Path], net: Sandbox, cleanup: str
+) -> None:
+    fast, slow = FakePlugin(dirs["bin"], "fast-p"), FakePlugin(dirs["bin"], "slow-p")
+    slow.on("ADD", sleep=60)
+    write_conflist(dirs["conf"], "fast", [{"type": "fast-p"}])
+    write_conflist(dirs["conf"], "slow", [{"type": "slow-p"}])
+    netns = net.netns("victim")
+    cid = f"{net.prefix}-victim"
+    runtime = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            DIE_DURING_SETUP,
+            str(dirs["conf"]),
+            str(dirs["bin"]),
+            str(dirs["cache"]),
+            netns,
+            cid,
+        ]
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (slow.calls("ADD") and fast.calls("ADD")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)  # let the fast network finish its ADD and its cache entry
+        runtime.send_signal(signal.SIGKILL)
+        runtime.wait()
+    finally:
+        for call in slow.calls("ADD"):
+            kill_group(call["pid"])
+    assert runtime.returncode == -signal.SIGKILL
+    [intent] = os.listdir(dirs["cache"] / "cni_async-intents")
+    recorded = json.loads((dirs["cache"] / "cni_async-intents" / intent).read_text())
+    assert {a["networkName"] for a in recorded["attachments"]} == {"fast", "slow"}
+
+    async with CNIPlugin(str(dirs["conf"]), [str(dirs["bin"])], str(dirs["cache"])) as cni:
+        if cleanup == "tear_down_pod":
+            await cni.tear_down_pod(PodNetwork("victim", "ns", cid, "uid", netns))
+        else:
+            await cni.gc([])
+    # The half-finished ADD (slow) got its DEL too, not only the cached one.
+    assert len(fast.calls("DEL")) == 1
+    assert len(slow.calls("DEL")) == 1
+    assert os.listdir(dirs["cache"] / "cni_async-intents") == []
+    assert os.listdir(dirs["cache"] / "results") == []
+
+
+async def test_intent_of_an_earlier_attempt_survives_a_new_setup(
+    dirs: dict[str, Path], net: Sandbox
+) -> None:
+    a, b = FakePlugin(dirs["bin"], "pa"), FakePlugin(dirs["bin"], "pb")
+    write_conflist(dirs["conf"], "neta", [{"type": "pa"}])
+    write_conflist(dirs["conf"], "netb", [{"type": "pb"}])
+    netns = net.netns("p")
+    cid = f"{net.prefix}-p"
+    async with CNIPlugin(str(dirs["conf"]), [str(dirs["bin"])], str(dirs["cache"])) as cni:
+        # An earlier attempt on netb left an intent (as a crash would).
+        await cni.engine.cache.write_intent(
+            cid, [_entry(cid, "netb", "eth0", netns, (dirs["conf"] / "netb.conflist").read_bytes())]
+        )
+        await cni.set_up_pod(PodNetwork("p", "ns", cid, "u", netns, [NetAttachment("neta")]))
+        [left] = await cni.engine.cache.intents()
+        assert left == cid
+        await cni.tear_down_pod(PodNetwork("p", "ns", cid, "u", netns))
+        assert len(a.calls("DEL")) == 1 and len(b.calls("DEL")) == 1
+        assert await cni.engine.cache.intents() == {}
+
+
+def _entry(cid: str, network: str, ifname: str, netns: str, config: bytes) -> CacheEntry:
+    return CacheEntry(
+        container_id=cid, config=config, if_name=ifname, network_name=network, netns=netns
+    )
