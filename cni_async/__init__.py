@@ -6,7 +6,8 @@ version and conversion between them), ``_config`` (network configuration files),
 for every CNI verb, libcni's role); then the pod API on top: ``_models`` (PodNetwork and
 friends), ``_snapshot`` (validated configuration generations), ``_events`` and ``_watch``
 (configuration events; inotify as an async iterator), ``_locks`` (per-pod locks), ``_netns``
-(netlink inside a pod's namespace) and ``_plugin`` (CNIPlugin, ocicni's role).
+(netlink inside a pod's namespace), ``_plugin`` (CNIPlugin, ocicni's role) and ``_blocking``
+(the same for code without an event loop).
 Everything public is re-exported here.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 from contextlib import suppress as _suppress
 
+from ._blocking import BlockingCNIPlugin as BlockingCNIPlugin
 from ._cache import DEFAULT_CACHE_DIR as DEFAULT_CACHE_DIR
 from ._cache import CacheEntry as CacheEntry
 from ._config import ConfigDirectory as ConfigDirectory
@@ -98,6 +100,7 @@ from ._watch import watch_config as watch_config
 __all__ = (
     # the pod API (ocicni's)
     "CNIPlugin",
+    "BlockingCNIPlugin",
     "PodNetwork",
     "NetAttachment",
     "RuntimeConfig",

@@ -1,0 +1,73 @@
+"""The blocking facade, driven from plain threads."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from cni_async._blocking import BlockingCNIPlugin
+from cni_async._models import PodNetwork
+
+from .support.netns import Sandbox, require_real_plugins, sandbox
+from .support.plugins import FakePlugin, write_conflist
+
+pytestmark = pytest.mark.privileged
+
+
+@pytest.fixture
+def net() -> Iterator[Sandbox]:
+    require_real_plugins()
+    with sandbox() as s:
+        yield s
+
+
+@pytest.fixture
+def dirs(tmp_path: Path) -> dict[str, Path]:
+    d = {name: tmp_path / name for name in ("conf", "bin", "cache")}
+    for path in d.values():
+        path.mkdir()
+    return d
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_from_plain_threads(dirs: dict[str, Path], net: Sandbox, backend: str) -> None:
+    fake = FakePlugin(dirs["bin"], "fa").on("ADD", sleep=0.3)
+    write_conflist(dirs["conf"], "net1", [{"type": "fa"}])
+    pods = [
+        PodNetwork(f"p{i}", "ns", f"{net.prefix}-{i}", "u", net.netns(f"p{i}")) for i in range(4)
+    ]
+    errors: list[BaseException] = []
+    with BlockingCNIPlugin(
+        str(dirs["conf"]), [str(dirs["bin"])], str(dirs["cache"]), backend=backend
+    ) as cni:
+        assert cni.name == "cni" and cni.default_network_name == "net1"
+        cni.status()
+
+        def worker(pod: PodNetwork) -> None:
+            try:
+                [result] = cni.set_up_pod(pod, timeout=20)
+                assert result.result.ips[0].address == "10.99.0.2/24"
+                cni.tear_down_pod(pod)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker, args=(p,)) for p in pods]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        starts = sorted(c["time"] for c in fake.calls("ADD"))
+        assert starts[-1] - starts[0] < 0.25  # the four pods ran in parallel
+        fake.on("ADD", sleep=30)
+        with pytest.raises(TimeoutError):
+            cni.set_up_pod(pods[0], timeout=0.5)
+        assert len(fake.calls("DEL")) == 5  # four teardowns and the timed-out set-up's rollback
+    assert os.listdir(dirs["cache"] / "results") == []
+    with pytest.raises(anyio.ClosedResourceError):
+        cni.status()
