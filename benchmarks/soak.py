@@ -178,6 +178,11 @@ def main() -> int:
             text=True,
         )
     finally:
+        # A worker that died mid-run leaves its pods' mount points behind: remove them.
+        for name in os.listdir("/run/netns"):
+            if name.startswith(f"{prefix}-") and name != node:
+                subprocess.run(["umount", f"/run/netns/{name}"], check=False, capture_output=True)
+                Path(f"/run/netns/{name}").unlink(missing_ok=True)
         subprocess.run(["ip", "netns", "del", node], check=False)
         shutil.rmtree(work, ignore_errors=True)
     report = json.loads(out.stdout)

@@ -2,8 +2,9 @@
 
 A netlink socket stays bound to the namespace it was created in, so only its creation needs to
 happen inside the pod's namespace: the calling thread ``setns()``es in, creates the socket and
-returns at once (about 50 us, measured), several times cheaper than handing the work to a
-thread. No worker thread ever enters another namespace. pyroute2's message classes encode the
+returns at once (about 50 us, measured). The exchange itself runs in a worker thread, because
+the kernel serves it under its global RTNL lock, which plugins hold while they build bridges and
+veths; no worker thread ever enters another namespace. pyroute2's message classes encode the
 requests and decode the answers, and each call sends exactly the requests it needs (pyroute2's
 own ``netns=`` option forks a helper process per socket, many times slower).
 """
@@ -47,16 +48,15 @@ def _setns(fd: int) -> None:
         raise OSError(code, os.strerror(code))
 
 
-def _in_namespace(netns: str, work: Callable[[socket.socket], T]) -> T:
-    """Run ``work(sock)`` with an rtnetlink socket that lives in ``netns``.
+def _socket_in(netns: str) -> socket.socket:
+    """An rtnetlink socket that lives in ``netns``.
 
-    The calling thread enters the namespace only for the ``socket()`` call and returns at once;
-    every other step happens in its own namespace.
+    The calling thread enters the namespace only for the ``socket()`` call and returns at once.
     """
     with open(netns, "rb") as target, open("/proc/thread-self/ns/net", "rb") as home:
         _setns(target.fileno())
         try:
-            sock = socket.socket(
+            return socket.socket(
                 socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE
             )
         finally:
@@ -66,9 +66,13 @@ def _in_namespace(netns: str, work: Callable[[socket.socket], T]) -> T:
                 # Staying would run every later plugin inside a pod's namespace.
                 logger.critical("could not return to our own network namespace; aborting")
                 os.abort()
+
+
+def _exchange(sock: socket.socket, work: Callable[[socket.socket], T]) -> T:
     with sock:
-        # rtnetlink answers within the request's own system call; the timeout only guards
-        # against a kernel that does not.
+        # rtnetlink answers within the request's own system call (after taking the kernel's
+        # global RTNL lock, which plugins hold while they build bridges and veths: hence a
+        # worker thread); the timeout only guards against a kernel that never answers.
         sock.settimeout(_NETLINK_TIMEOUT)
         sock.bind((0, 0))
         return work(sock)
@@ -124,10 +128,24 @@ def _request(
             return replies
 
 
+def _load_pyroute2() -> None:
+    """Import the pyroute2 modules the worker threads use, here, in the calling thread.
+
+    pyroute2 is imported only when a pod's namespace is first touched; doing its first import
+    from several worker threads at once trips over its circular imports.
+    """
+    import pyroute2.netlink.rtnl.ifaddrmsg
+    import pyroute2.netlink.rtnl.ifinfmsg  # noqa: F401
+
+
 async def _run_in_namespace(netns: str, work: Callable[[socket.socket], T]) -> T:
-    await anyio.lowlevel.checkpoint()
+    _load_pyroute2()
     try:
-        return _in_namespace(netns, work)
+        sock = _socket_in(netns)
+        try:
+            return await anyio.to_thread.run_sync(_exchange, sock, work)
+        finally:
+            sock.close()  # if cancelled before the worker thread took it over
     except OSError as exc:
         if exc.errno in (errno.ENOENT, errno.EINVAL):
             raise NamespaceError(
