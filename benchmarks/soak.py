@@ -34,14 +34,16 @@ from churn import leaks, netns_add, netns_del, write_configs
 
 
 def sample() -> dict[str, float]:
-    """File descriptors, resident memory, asyncio-or-trio tasks and threads, right now."""
+    """File descriptors, memory, live Python objects, tasks and threads, right now."""
     import anyio
 
+    gc.collect()
     with open("/proc/self/statm") as f:
         rss_pages = int(f.read().split()[1])
     return {
         "fds": len(os.listdir("/proc/self/fd")),
         "rss_mib": rss_pages * os.sysconf("SC_PAGE_SIZE") / 2**20,
+        "python_objects": len(gc.get_objects()),
         "tasks": len(anyio.get_running_tasks()),
         "threads": threading.active_count(),
     }
@@ -59,9 +61,6 @@ async def soak(spec: dict[str, Any]) -> dict[str, Any]:
     [main_file] = list(conf.glob("*.conflist"))
     original = json.loads(main_file.read_text())
     async with CNIPlugin(str(conf), spec["bin_dirs"], str(cache_dir), debounce=0.05) as cni:
-        await anyio.sleep(0.2)
-        gc.collect()
-        start = sample()
         stop = anyio.Event()
 
         async def churn_config() -> None:
@@ -82,7 +81,7 @@ async def soak(spec: dict[str, Any]) -> dict[str, Any]:
         async def cycle(i: int, limit: anyio.Semaphore) -> None:
             nonlocal done
             async with limit:
-                name = f"{prefix}-{i}"
+                name = f"{prefix}-p{i}"
                 path = netns_add(name)
                 pod = PodNetwork(f"pod{i}", "soak", name, f"uid{i}", path)
                 try:
@@ -104,18 +103,23 @@ async def soak(spec: dict[str, Any]) -> dict[str, Any]:
                         print(f"{done}/{spec['cycles']} cycles", file=sys.stderr, flush=True)
 
         started = time.perf_counter()
+        warmup = min(500, spec["cycles"] // 10)
+        limit = anyio.Semaphore(spec["concurrency"])
         async with anyio.create_task_group() as tg:
             tg.start_soon(churn_config)
-            limit = anyio.Semaphore(spec["concurrency"])
-            async with anyio.create_task_group() as pods:
-                for i in range(spec["cycles"]):
-                    pods.start_soon(cycle, i, limit)
+            # "start" is measured after a warm-up: imports, thread pool and allocator arenas
+            # reach their working size first, so a difference at the end means a leak.
+            for first, last in ((0, warmup), (warmup, spec["cycles"])):
+                async with anyio.create_task_group() as pods:
+                    for i in range(first, last):
+                        pods.start_soon(cycle, i, limit)
+                if first == 0:
+                    start = sample()
             stop.set()
         elapsed = time.perf_counter() - started
         main_file.write_text(json.dumps(original))
         (conf / "90-extra.conflist").unlink(missing_ok=True)
         await anyio.sleep(0.5)
-        gc.collect()
         end = sample()
         reloads = cni.watcher.reloads if cni.watcher else 0
     return {
@@ -125,9 +129,10 @@ async def soak(spec: dict[str, Any]) -> dict[str, Any]:
         "pods_per_s": spec["cycles"] / elapsed,
         "failed_operations": failures,
         "reloads": reloads,
+        "warmup": warmup,
         "start": start,
         "end": end,
-        "leaks": leaks(prefix, work, cache_dir),
+        "leaks": leaks(f"{prefix}-p", work, cache_dir),
     }
 
 
@@ -192,8 +197,9 @@ def main() -> int:
         f"{report['elapsed_s']:.0f} s ({report['pods_per_s']:.1f} pods/s), "
         f"{report['reloads']} config reloads meanwhile\n"
     )
+    print(f"(start: after a warm-up of {report['warmup']} cycles)\n")
     print("| | start | end |\n|---|---:|---:|")
-    for key in ("fds", "rss_mib", "tasks", "threads"):
+    for key in ("fds", "rss_mib", "python_objects", "tasks", "threads"):
         print(f"| {key} | {start[key]:.1f} | {end[key]:.1f} |")
     print(f"\nfailed operations: {len(report['failed_operations'])}")
     for failure in report["failed_operations"][:20]:

@@ -105,17 +105,18 @@ class ResultCache:
         """
         entry.kind = CACHE_KIND
         path = self.path(entry.network_name, entry.container_id, entry.if_name)
-        data = _encoder.encode(entry)
+        await self._store(self.results_dir, path, _encoder.encode(entry), entry.network_name)
+
+    async def _store(self, directory: str, path: str, data: bytes, network: str | None) -> None:
+        """Write ``data`` to ``path`` atomically and durably, in a worker thread."""
         try:
-            await anyio.to_thread.run_sync(
-                _write_atomically, self.results_dir, self.tmp_dir, path, data
-            )
+            await anyio.to_thread.run_sync(_write_atomically, directory, self.tmp_dir, path, data)
         except OSError as exc:
             raise CacheError(
-                f"failed to write cache entry {path}: {exc.strerror or exc}; check that "
-                f"{self.results_dir} is a writable directory",
+                f"failed to write {path}: {exc.strerror or exc}; check that {directory} is a "
+                "writable directory",
                 path=path,
-                network=entry.network_name,
+                network=network,
             ) from exc
 
     # -- intents: set-ups in flight ---------------------------------------------------------
@@ -132,19 +133,8 @@ class ResultCache:
         for entry in attachments:
             validate_attachment(entry.container_id, entry.network_name, entry.if_name)
         path = self.intent_path(container_id)
-        data = _encoder.encode(
-            Intent(kind=INTENT_KIND, container_id=container_id, attachments=attachments)
-        )
-        try:
-            await anyio.to_thread.run_sync(
-                _write_atomically, self.intents_dir, self.tmp_dir, path, data
-            )
-        except OSError as exc:
-            raise CacheError(
-                f"failed to record the set-up of {container_id} in {path}: "
-                f"{exc.strerror or exc}; check that {self.cache_dir} is writable",
-                path=path,
-            ) from exc
+        intent = Intent(kind=INTENT_KIND, container_id=container_id, attachments=attachments)
+        await self._store(self.intents_dir, path, _encoder.encode(intent), None)
 
     async def read_intent(self, container_id: str) -> list[CacheEntry]:
         """The attachments an unfinished set-up of ``container_id`` recorded (or none)."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -13,25 +12,10 @@ import pytest
 from cni_async._blocking import BlockingCNIPlugin
 from cni_async._models import PodNetwork
 
-from .support.netns import Sandbox, require_real_plugins, sandbox
+from .support.netns import Sandbox
 from .support.plugins import FakePlugin, write_conflist
 
 pytestmark = pytest.mark.privileged
-
-
-@pytest.fixture
-def net() -> Iterator[Sandbox]:
-    require_real_plugins()
-    with sandbox() as s:
-        yield s
-
-
-@pytest.fixture
-def dirs(tmp_path: Path) -> dict[str, Path]:
-    d = {name: tmp_path / name for name in ("conf", "bin", "cache")}
-    for path in d.values():
-        path.mkdir()
-    return d
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -15,7 +14,7 @@ import pytest
 from cni_async._models import NetAttachment, PodNetwork
 from cni_async._plugin import CNIPlugin
 
-from .support.netns import Sandbox, require_real_plugins, sandbox
+from .support.netns import Sandbox
 from .support.plugins import write_conflist
 from .support.procs import children
 
@@ -34,13 +33,6 @@ elif [ "$CNI_COMMAND" = VERSION ]; then
   echo '{{"cniVersion":"1.0.0","supportedVersions":["0.4.0","1.0.0"]}}'
 fi
 """
-
-
-@pytest.fixture
-def net() -> Iterator[Sandbox]:
-    require_real_plugins()
-    with sandbox() as s:
-        yield s
 
 
 async def test_random_cancellation_points(tmp_path: Path, net: Sandbox) -> None:

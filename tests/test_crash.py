@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from cni_async._cache import CacheEntry
 from cni_async._models import NetAttachment, PodNetwork
 from cni_async._plugin import CNIPlugin
 
-from .support.netns import Sandbox, require_real_plugins, sandbox
+from .support.netns import Sandbox
 from .support.plugins import FakePlugin, write_conflist
 from .support.procs import wait_dead
 
@@ -38,21 +37,6 @@ async def main() -> None:
 
 anyio.run(main)
 """
-
-
-@pytest.fixture
-def net() -> Iterator[Sandbox]:
-    require_real_plugins()
-    with sandbox() as s:
-        yield s
-
-
-@pytest.fixture
-def dirs(tmp_path: Path) -> dict[str, Path]:
-    d = {name: tmp_path / name for name in ("conf", "bin", "cache")}
-    for path in d.values():
-        path.mkdir()
-    return d
 
 
 def kill_group(pid: int) -> None:

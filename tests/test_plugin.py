@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -31,26 +31,11 @@ from cni_async._models import (
 from cni_async._plugin import CNIPlugin, _assign_ifnames
 from cni_async._results import Result040, Result100
 
-from .support.netns import Sandbox, link_state, require_real_plugins, sandbox
+from .support.netns import Sandbox, link_state
 from .support.plugins import FakePlugin, write_conflist
 from .support.procs import children
 
 pytestmark = [pytest.mark.anyio, pytest.mark.privileged]
-
-
-@pytest.fixture
-def net() -> Iterator[Sandbox]:
-    require_real_plugins()
-    with sandbox() as s:
-        yield s
-
-
-@pytest.fixture
-def dirs(tmp_path: Path) -> dict[str, Path]:
-    d = {name: tmp_path / name for name in ("conf", "bin", "cache")}
-    for path in d.values():
-        path.mkdir()
-    return d
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,21 +30,13 @@ from cni_async._models import NetAttachment, PodNetwork
 from cni_async._plugin import CNIPlugin
 from cni_async._watch import ConfigWatcher, watch_config
 
-from .support.netns import Sandbox, require_real_plugins, sandbox
+from .support.netns import Sandbox
 from .support.plugins import FakePlugin, write_conflist
 from .support.procs import open_fds
 
 pytestmark = pytest.mark.anyio
 
 E = TypeVar("E")
-
-
-@pytest.fixture
-def dirs(tmp_path: Path) -> dict[str, Path]:
-    d = {name: tmp_path / name for name in ("conf", "bin", "cache")}
-    for path in d.values():
-        path.mkdir()
-    return d
 
 
 @pytest.fixture
@@ -262,13 +254,6 @@ async def test_events_without_watching(dirs: dict[str, Path], fake: FakePlugin) 
             write_conflist(dirs["conf"], "net1", plugins())
             await cni.reload()
             assert (await expect(events, NetworkAdded)).name == "net1"
-
-
-@pytest.fixture
-def net() -> Iterator[Sandbox]:
-    require_real_plugins()
-    with sandbox() as s:
-        yield s
 
 
 @pytest.mark.privileged
