@@ -292,9 +292,9 @@ def floor_job(spec: dict[str, Any], job: Path) -> None:
     import anyio
 
     from cni_async import CNIPlugin, NetAttachment, PodNetwork
+    from cni_async._attachments import plan_networks, runtime_conf
     from cni_async._config import plugin_stdin
     from cni_async._exec import cni_env
-    from cni_async._plugin import _plan
 
     async def load() -> CNIPlugin:
         async with CNIPlugin(spec["conf_dir"], spec["bin_dirs"], watch=False) as cni:
@@ -310,12 +310,12 @@ def floor_job(spec: dict[str, Any], job: Path) -> None:
         for i in range(spec["pods"]):
             name = f"{prefix}-f{i}"
             pod = PodNetwork(f"pod{i}", "churn", name, f"uid{i}", f"/run/netns/{name}", networks)
-            plan = _plan(cni.config, pod, None)
+            plan = plan_networks(cni.config, pod, None)
             assert isinstance(plan, list)
             steps = []
             for phase, verb in enumerate(("ADD", "CHECK", "DEL")):
                 for index, (network, ifname) in enumerate(plan):
-                    rt = cni._runtime_conf(pod, network.name, ifname, pod.netns)
+                    rt = runtime_conf(pod, network.name, ifname, pod.netns, ())
                     env = cni_env(
                         verb,
                         container_id=rt.container_id,

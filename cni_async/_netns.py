@@ -138,11 +138,21 @@ def _load_pyroute2() -> None:
     import pyroute2.netlink.rtnl.ifinfmsg  # noqa: F401
 
 
-async def _run_in_namespace(netns: str, work: Callable[[socket.socket], T]) -> T:
+async def _run_in_namespace(
+    netns: str, work: Callable[[socket.socket], T], *, inline: bool = False
+) -> T:
+    """Run ``work`` on a netlink socket in ``netns``, in a worker thread.
+
+    ``inline`` runs it in the calling thread instead: only for requests the kernel serves
+    without the RTNL lock (reading one link), where the thread hop would cost more.
+    """
     _load_pyroute2()
     try:
         sock = _socket_in(netns)
         try:
+            if inline:
+                await anyio.lowlevel.checkpoint()
+                return _exchange(sock, work)
             return await anyio.to_thread.run_sync(_exchange, sock, work)
         finally:
             sock.close()  # if cancelled before the worker thread took it over
@@ -247,7 +257,8 @@ async def loopback_is_up(netns: str) -> bool:
 
     :raises NamespaceError: if the namespace does not exist
     """
-    return await _run_in_namespace(netns, _lo_is_up)
+    # RTM_GETLINK of one link is served without the RTNL lock (kernels since 5.x): no hop.
+    return await _run_in_namespace(netns, _lo_is_up, inline=True)
 
 
 async def interface_state(netns: str, ifname: str) -> InterfaceState | None:

@@ -12,26 +12,32 @@ attached, and then the error or the cancellation propagates.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
-import re
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Final, Self
 
 import anyio
 
+from ._attachments import (
+    DEFAULT_INTERFACE_NAME,
+    Attachment,
+    as_config_version,
+    as_current,
+    assign_ifnames,
+    existing_netns,
+    intent_entry,
+    plan_networks,
+    runtime_conf,
+)
 from ._cache import CacheEntry
 from ._config import NetworkConfigList, parse_conflist, with_directory_plugins
 from ._engine import CNIEngine, RuntimeConf
 from ._errors import (
-    ERR_INVALID_ENVIRONMENT_VARIABLES,
     CNIError,
     ConfigError,
-    InvalidArgument,
     MultipleErrors,
     NamespaceError,
     NetworkNotFound,
@@ -52,12 +58,12 @@ from ._events import (
 )
 from ._exec import PluginExecutor
 from ._locks import KeyedLock
-from ._models import NetAttachment, NetResult, PodNetwork, capability_args
+from ._models import NetResult, PodNetwork
 from ._netns import interface_state, loopback_is_up, loopback_up
-from ._results import Interface, IPConfig, Result, Result100, convert_result
+from ._results import Interface, IPConfig, Result, Result100
 from ._snapshot import ConfigSnapshot, VersionCache, build_snapshot
 from ._specversion import CURRENT_VERSION, version_at_least_or_false
-from ._validation import validate_cni_args, validate_container_id, validate_ifname
+from ._validation import validate_cni_args, validate_container_id
 from ._watch import ConfigWatcher
 
 __all__ = ["DEFAULT_BIN_DIR", "DEFAULT_CONF_DIR", "DEFAULT_INTERFACE_NAME", "CNIPlugin"]
@@ -66,16 +72,6 @@ logger = logging.getLogger("cni_async.pod")
 
 DEFAULT_CONF_DIR: Final = "/etc/cni/net.d"
 DEFAULT_BIN_DIR: Final = "/opt/cni/bin"
-DEFAULT_INTERFACE_NAME: Final = "eth0"
-_MAC: Final = re.compile(r"[0-9a-fA-F]{2}([:-])[0-9a-fA-F]{2}(\1[0-9a-fA-F]{2}){4}")
-
-
-@dataclass(frozen=True)
-class _Attachment:
-    """One network of one operation: its configuration and runtime parameters."""
-
-    network: NetworkConfigList
-    rt: RuntimeConf
 
 
 class CNIPlugin(anyio.AsyncContextManagerMixin):
@@ -326,52 +322,16 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
     async def _resolve(self, pod: PodNetwork) -> list[tuple[NetworkConfigList, str]]:
         """The (network, ifname) pairs of ``pod``, in request order; reloads once on a miss."""
         snapshot = self._snapshot
-        plan = _plan(snapshot, pod, self._default_name)
+        plan = plan_networks(snapshot, pod, self._default_name)
         if isinstance(plan, NetworkNotFound):
             snapshot = await self._reload_on_miss(snapshot)
-            plan = _plan(snapshot, pod, self._default_name)
+            plan = plan_networks(snapshot, pod, self._default_name)
             if isinstance(plan, NetworkNotFound):
                 raise plan
         return plan
 
-    # -- runtime parameters -------------------------------------------------------------------
-
     def _runtime_conf(self, pod: PodNetwork, network: str, ifname: str, netns: str) -> RuntimeConf:
-        args = [
-            ("IgnoreUnknown", "1"),
-            ("K8S_POD_NAMESPACE", pod.namespace),
-            ("K8S_POD_NAME", pod.name),
-            ("K8S_POD_INFRA_CONTAINER_ID", pod.id),
-            ("K8S_POD_UID", pod.uid),
-        ]
-        rc = pod.runtime_config.get(network)
-        if rc is not None and rc.ip:
-            try:
-                ipaddress.ip_address(rc.ip)
-            except ValueError:
-                raise InvalidArgument(
-                    f"invalid static IP {rc.ip!r} for network {network!r}",
-                    code=ERR_INVALID_ENVIRONMENT_VARIABLES,
-                    network=network,
-                ) from None
-            args.append(("IP", rc.ip))
-        if rc is not None and rc.mac:
-            if not _MAC.fullmatch(rc.mac):
-                raise InvalidArgument(
-                    f"invalid static MAC {rc.mac!r} for network {network!r}",
-                    code=ERR_INVALID_ENVIRONMENT_VARIABLES,
-                    network=network,
-                )
-            args.append(("MAC", rc.mac))
-        args.extend(self._cni_args)
-        validate_cni_args(args)
-        return RuntimeConf(
-            container_id=pod.id,
-            netns=netns,
-            ifname=ifname,
-            args=tuple(args),
-            capability_args=capability_args(network, pod),
-        )
+        return runtime_conf(pod, network, ifname, netns, self._cni_args)
 
     # -- set-up -------------------------------------------------------------------------------
 
@@ -396,7 +356,7 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
         async with self._operation():
             plan = await self._resolve(pod)
             attachments = [
-                _Attachment(net, self._runtime_conf(pod, net.name, ifname, pod.netns))
+                Attachment(net, self._runtime_conf(pod, net.name, ifname, pod.netns))
                 for net, ifname in plan
             ]
             async with self._pod_locks.hold((pod.namespace, pod.name)):
@@ -415,14 +375,14 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
                 NetResult(
                     name=a.network.name,
                     ifname=a.rt.ifname,
-                    result=_as_current(r),
-                    config_result=_as_config_version(r, a.network),
+                    result=as_current(r),
+                    config_result=as_config_version(r, a.network),
                 )
                 for a, r in zip(attachments, results, strict=True)
             ]
 
     async def _record_intent(
-        self, container_id: str, attachments: list[_Attachment]
+        self, container_id: str, attachments: list[Attachment]
     ) -> list[CacheEntry]:
         """Durably record what this set-up will attach; return what an earlier, unfinished
         set-up of the same container recorded and this one does not cover."""
@@ -433,7 +393,7 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
             for e in await cache.read_intent(container_id)
             if (e.network_name, e.if_name) not in ours
         ]
-        await cache.write_intent(container_id, [*earlier, *map(_intent_entry, attachments)])
+        await cache.write_intent(container_id, [*earlier, *map(intent_entry, attachments)])
         return earlier
 
     async def _settle_intent(self, container_id: str, earlier: list[CacheEntry]) -> None:
@@ -446,7 +406,7 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
             await cache.remove_intent(container_id)
 
     async def _attach_all(
-        self, pod: PodNetwork, attachments: list[_Attachment], earlier: list[CacheEntry]
+        self, pod: PodNetwork, attachments: list[Attachment], earlier: list[CacheEntry]
     ) -> list[Result]:
         results: dict[int, Result] = {}
         errors: dict[int, CNIError] = {}
@@ -486,7 +446,7 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
         return [results[i] for i in range(len(attachments))]
 
     async def _rollback(
-        self, container_id: str, attachments: list[_Attachment], earlier: list[CacheEntry]
+        self, container_id: str, attachments: list[Attachment], earlier: list[CacheEntry]
     ) -> list[CNIError]:
         """DEL every attachment, shielded, within ``cleanup_timeout``; return the failures.
 
@@ -505,7 +465,7 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
             logger.error("rollback DEL failed: %s", error)
         return errors
 
-    async def _detach_all(self, attachments: Sequence[_Attachment]) -> list[CNIError]:
+    async def _detach_all(self, attachments: Sequence[Attachment]) -> list[CNIError]:
         errors: dict[int, CNIError] = {}
 
         async def detach(index: int) -> None:
@@ -536,7 +496,7 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
         """
         validate_container_id(pod.id)
         async with self._operation(), self._pod_locks.hold((pod.namespace, pod.name)):
-            netns = await _existing(pod.netns)
+            netns = await existing_netns(pod.netns)
             attachments, errors = await self._teardown_targets(pod, netns)
             errors += await self._detach_all(attachments)
             if errors:
@@ -551,7 +511,7 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
 
     async def _teardown_targets(
         self, pod: PodNetwork, netns: str
-    ) -> tuple[list[_Attachment], list[CNIError]]:
+    ) -> tuple[list[Attachment], list[CNIError]]:
         cache = self._engine.cache
         cached: dict[tuple[str, str], CacheEntry] = {
             (e.network_name, e.if_name): e for e in await cache.read_intent(pod.id)
@@ -564,7 +524,7 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
         snapshot = self._snapshot
         wanted: list[tuple[str, str]] = []
         if pod.networks:
-            assigned = _assign_ifnames(pod.networks)
+            assigned = assign_ifnames(pod.networks)
             for request, (name, ifname) in zip(pod.networks, assigned, strict=True):
                 # An implicit ifname matches what the cache recorded for that network.
                 recorded = [key for key in cached if key[0] == name] if not request.ifname else []
@@ -573,7 +533,7 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
             wanted = list(cached)
         elif snapshot.default is not None:
             wanted = [(snapshot.default.name, DEFAULT_INTERFACE_NAME)]
-        targets: list[_Attachment] = []
+        targets: list[Attachment] = []
         errors: list[CNIError] = []
         for name, ifname in dict.fromkeys(wanted):
             entry = cached.get((name, ifname))
@@ -588,7 +548,7 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
                         path=self.conf_dir,
                         network=name,
                     )
-                targets.append(_Attachment(network, self._runtime_conf(pod, name, ifname, netns)))
+                targets.append(Attachment(network, self._runtime_conf(pod, name, ifname, netns)))
             except CNIError as exc:
                 exc.add_context(network=name)
                 errors.append(exc)
@@ -596,7 +556,7 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
 
     async def _attachment_from_cache(
         self, entry: CacheEntry, snapshot: ConfigSnapshot, netns: str | None = None
-    ) -> _Attachment:
+    ) -> Attachment:
         """DEL parameters for a cached attachment: its cached configuration and arguments.
 
         The cache keeps only the list file's bytes; plugins from the network's sub-directory
@@ -624,11 +584,11 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
                 path=self.conf_dir,
                 network=entry.network_name,
             )
-        return _Attachment(
+        return Attachment(
             network,
             RuntimeConf(
                 container_id=entry.container_id,
-                netns=await _existing(entry.netns) if netns is None else netns,
+                netns=await existing_netns(entry.netns) if netns is None else netns,
                 ifname=entry.if_name,
                 args=tuple(entry.cni_args),
                 capability_args=entry.capability_args,
@@ -658,7 +618,7 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
                         netns=pod.netns,
                     )
                 attachments = [
-                    _Attachment(net, self._runtime_conf(pod, net.name, ifname, pod.netns))
+                    Attachment(net, self._runtime_conf(pod, net.name, ifname, pod.netns))
                     for net, ifname in plan
                 ]
                 results: dict[int, NetResult] = {}
@@ -680,7 +640,7 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
                 )
             return [results[i] for i in range(len(attachments))]
 
-    async def _network_status(self, a: _Attachment) -> NetResult:
+    async def _network_status(self, a: Attachment) -> NetResult:
         if version_at_least_or_false(a.network.cni_version, "0.4.0") and not (
             a.network.disable_check
         ):
@@ -700,8 +660,8 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
         return NetResult(
             name=a.network.name,
             ifname=a.rt.ifname,
-            result=_as_current(cached),
-            config_result=_as_config_version(cached, a.network),
+            result=as_current(cached),
+            config_result=as_config_version(cached, a.network),
         )
 
     # -- readiness and GC ---------------------------------------------------------------------
@@ -786,7 +746,7 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
                         (entry.container_id, entry.if_name)
                     )
             for pod in valid:
-                plan = _plan(snapshot, pod, self._default_name)
+                plan = plan_networks(snapshot, pod, self._default_name)
                 if not isinstance(plan, NetworkNotFound):
                     for network, ifname in plan:
                         in_use.setdefault(network.name, set()).add((pod.id, ifname))
@@ -801,94 +761,3 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
                     errors.extend(exc.errors)
             if errors:
                 raise MultipleErrors("garbage collection failed", errors)
-
-
-def _intent_entry(a: _Attachment) -> CacheEntry:
-    """The record of an attachment about to be made (a cache entry without a result)."""
-    return CacheEntry(
-        container_id=a.rt.container_id,
-        config=a.network.bytes,
-        if_name=a.rt.ifname,
-        network_name=a.network.name,
-        netns=a.rt.netns,
-        cni_args=list(a.rt.args),
-        capability_args=dict(a.rt.capability_args),
-    )
-
-
-def _assign_ifnames(requests: Sequence[NetAttachment]) -> list[tuple[str, str]]:
-    """Explicit names as given; the rest get the lowest free ``ethN``, in request order.
-
-    :raises InvalidArgument: an explicit name is invalid or used twice
-    """
-    explicit = [r.ifname for r in requests if r.ifname]
-    for ifname in explicit:
-        validate_ifname(ifname)
-    duplicates = sorted({n for n in explicit if explicit.count(n) > 1})
-    if duplicates:
-        raise InvalidArgument(
-            f"interface name{'s' if len(duplicates) > 1 else ''} "
-            f"{', '.join(duplicates)} requested more than once",
-            code=ERR_INVALID_ENVIRONMENT_VARIABLES,
-        )
-    taken = set(explicit)
-    assigned = []
-    index = 0
-    for request in requests:
-        ifname = request.ifname
-        if not ifname:
-            while f"eth{index}" in taken:
-                index += 1
-            ifname = f"eth{index}"
-            taken.add(ifname)
-        assigned.append((request.name, ifname))
-    return assigned
-
-
-def _plan(
-    snapshot: ConfigSnapshot, pod: PodNetwork, default_name: str | None
-) -> list[tuple[NetworkConfigList, str]] | NetworkNotFound:
-    """Resolve ``pod``'s networks against ``snapshot``; a NetworkNotFound (not raised) on a miss."""
-    if not pod.networks:
-        if snapshot.default is None:
-            return snapshot.missing_default(default_name)
-        return [(snapshot.default, DEFAULT_INTERFACE_NAME)]
-    pairs = _assign_ifnames(pod.networks)
-    missing = [name for name, _ in pairs if snapshot.get(name) is None]
-    if missing:
-        names = ", ".join(repr(n) for n in dict.fromkeys(missing))
-        return NetworkNotFound(
-            f"no valid configuration for network{'s' if len(missing) > 1 else ''} {names}",
-            path=snapshot.conf_dir,
-            network=missing[0],
-        )
-    plan = []
-    for name, ifname in pairs:
-        network = snapshot.get(name)
-        assert network is not None
-        plan.append((network, ifname))
-    return plan
-
-
-async def _existing(netns: str) -> str:
-    """``netns`` if that namespace still exists, else ``""`` (DEL accepts an empty CNI_NETNS)."""
-    await anyio.lowlevel.checkpoint()
-    return netns if netns and _exists(netns) else ""
-
-
-def _exists(path: str) -> bool:
-    # A stat of a bind mount on tmpfs (/run/netns): not worth a worker thread.
-    return os.path.exists(path)
-
-
-def _as_current(result: Result) -> Result100:
-    current = convert_result(result, CURRENT_VERSION)
-    assert isinstance(current, Result100)
-    return current
-
-
-def _as_config_version(result: Result, network: NetworkConfigList) -> Result:
-    try:
-        return convert_result(result, network.cni_version)
-    except CNIError:
-        return result

@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 import pytest
 
+from cni_async._attachments import assign_ifnames
 from cni_async._errors import (
     ContainerUnknown,
     InvalidArgument,
@@ -28,7 +29,7 @@ from cni_async._models import (
     PortMapping,
     RuntimeConfig,
 )
-from cni_async._plugin import CNIPlugin, _assign_ifnames
+from cni_async._plugin import CNIPlugin
 from cni_async._results import Result040, Result100
 
 from .support.netns import Sandbox, link_state
@@ -81,7 +82,7 @@ def cache_files(dirs: dict[str, Path]) -> list[str]:
 
 
 def test_interface_names() -> None:
-    assert _assign_ifnames(
+    assert assign_ifnames(
         [
             NetAttachment("a"),
             NetAttachment("b", "eth0"),
@@ -90,9 +91,9 @@ def test_interface_names() -> None:
         ]
     ) == [("a", "eth1"), ("b", "eth0"), ("c", "eth2"), ("d", "net1")]
     with pytest.raises(InvalidArgument, match="eth1 requested more than once"):
-        _assign_ifnames([NetAttachment("a", "eth1"), NetAttachment("b", "eth1")])
+        assign_ifnames([NetAttachment("a", "eth1"), NetAttachment("b", "eth1")])
     with pytest.raises(InvalidArgument):
-        _assign_ifnames([NetAttachment("a", "x/y")])
+        assign_ifnames([NetAttachment("a", "x/y")])
 
 
 async def test_set_up_default_network(

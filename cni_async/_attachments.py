@@ -1,0 +1,177 @@
+r"""Which networks a pod operation touches, under which names, with which parameters.
+
+Pure planning, no I/O: resolving a pod's networks against a configuration snapshot, assigning
+interface names, building each attachment's runtime parameters, and turning results into
+:class:`~cni_async.NetResult`\ s.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import anyio
+
+from ._cache import CacheEntry
+from ._config import NetworkConfigList
+from ._engine import RuntimeConf
+from ._errors import ERR_INVALID_ENVIRONMENT_VARIABLES, CNIError, InvalidArgument, NetworkNotFound
+from ._models import NetAttachment, PodNetwork, capability_args
+from ._results import Result, Result100, convert_result
+from ._snapshot import ConfigSnapshot
+from ._specversion import CURRENT_VERSION
+from ._validation import validate_cni_args, validate_ifname
+
+DEFAULT_INTERFACE_NAME: Final = "eth0"
+_MAC: Final = re.compile(r"[0-9a-fA-F]{2}([:-])[0-9a-fA-F]{2}(\1[0-9a-fA-F]{2}){4}")
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """One network of one operation: its configuration and runtime parameters."""
+
+    network: NetworkConfigList
+    rt: RuntimeConf
+
+
+def runtime_conf(
+    pod: PodNetwork, network: str, ifname: str, netns: str, extra_args: Sequence[tuple[str, str]]
+) -> RuntimeConf:
+    """The runtime parameters ocicni sends for ``network`` of ``pod``.
+
+    CNI_ARGS: ``IgnoreUnknown=1``, the four ``K8S_POD_*`` keys, ``IP=``/``MAC=`` from the
+    pod's runtime config (validated), then ``extra_args``; capability arguments as
+    :func:`~cni_async._models.capability_args` builds them.
+
+    :raises InvalidArgument: a static IP or MAC is malformed, or an argument cannot be sent
+    """
+    args = [
+        ("IgnoreUnknown", "1"),
+        ("K8S_POD_NAMESPACE", pod.namespace),
+        ("K8S_POD_NAME", pod.name),
+        ("K8S_POD_INFRA_CONTAINER_ID", pod.id),
+        ("K8S_POD_UID", pod.uid),
+    ]
+    rc = pod.runtime_config.get(network)
+    if rc is not None and rc.ip:
+        try:
+            ipaddress.ip_address(rc.ip)
+        except ValueError:
+            raise InvalidArgument(
+                f"invalid static IP {rc.ip!r} for network {network!r}",
+                code=ERR_INVALID_ENVIRONMENT_VARIABLES,
+                network=network,
+            ) from None
+        args.append(("IP", rc.ip))
+    if rc is not None and rc.mac:
+        if not _MAC.fullmatch(rc.mac):
+            raise InvalidArgument(
+                f"invalid static MAC {rc.mac!r} for network {network!r}",
+                code=ERR_INVALID_ENVIRONMENT_VARIABLES,
+                network=network,
+            )
+        args.append(("MAC", rc.mac))
+    args.extend(extra_args)
+    validate_cni_args(args)
+    return RuntimeConf(
+        container_id=pod.id,
+        netns=netns,
+        ifname=ifname,
+        args=tuple(args),
+        capability_args=capability_args(network, pod),
+    )
+
+
+def intent_entry(a: Attachment) -> CacheEntry:
+    """The record of an attachment about to be made (a cache entry without a result)."""
+    return CacheEntry(
+        container_id=a.rt.container_id,
+        config=a.network.bytes,
+        if_name=a.rt.ifname,
+        network_name=a.network.name,
+        netns=a.rt.netns,
+        cni_args=list(a.rt.args),
+        capability_args=dict(a.rt.capability_args),
+    )
+
+
+def assign_ifnames(requests: Sequence[NetAttachment]) -> list[tuple[str, str]]:
+    """Explicit names as given; the rest get the lowest free ``ethN``, in request order.
+
+    :raises InvalidArgument: an explicit name is invalid or used twice
+    """
+    explicit = [r.ifname for r in requests if r.ifname]
+    for ifname in explicit:
+        validate_ifname(ifname)
+    duplicates = sorted({n for n in explicit if explicit.count(n) > 1})
+    if duplicates:
+        raise InvalidArgument(
+            f"interface name{'s' if len(duplicates) > 1 else ''} "
+            f"{', '.join(duplicates)} requested more than once",
+            code=ERR_INVALID_ENVIRONMENT_VARIABLES,
+        )
+    taken = set(explicit)
+    assigned = []
+    index = 0
+    for request in requests:
+        ifname = request.ifname
+        if not ifname:
+            while f"eth{index}" in taken:
+                index += 1
+            ifname = f"eth{index}"
+            taken.add(ifname)
+        assigned.append((request.name, ifname))
+    return assigned
+
+
+def plan_networks(
+    snapshot: ConfigSnapshot, pod: PodNetwork, default_name: str | None
+) -> list[tuple[NetworkConfigList, str]] | NetworkNotFound:
+    """Resolve ``pod``'s networks against ``snapshot``; a NetworkNotFound (not raised) on a miss."""
+    if not pod.networks:
+        if snapshot.default is None:
+            return snapshot.missing_default(default_name)
+        return [(snapshot.default, DEFAULT_INTERFACE_NAME)]
+    pairs = assign_ifnames(pod.networks)
+    missing = [name for name, _ in pairs if snapshot.get(name) is None]
+    if missing:
+        names = ", ".join(repr(n) for n in dict.fromkeys(missing))
+        return NetworkNotFound(
+            f"no valid configuration for network{'s' if len(missing) > 1 else ''} {names}",
+            path=snapshot.conf_dir,
+            network=missing[0],
+        )
+    plan = []
+    for name, ifname in pairs:
+        network = snapshot.get(name)
+        assert network is not None
+        plan.append((network, ifname))
+    return plan
+
+
+async def existing_netns(netns: str) -> str:
+    """``netns`` if that namespace still exists, else ``""`` (DEL accepts an empty CNI_NETNS)."""
+    await anyio.lowlevel.checkpoint()
+    return netns if netns and _exists(netns) else ""
+
+
+def _exists(path: str) -> bool:
+    # A stat of a bind mount on tmpfs (/run/netns): not worth a worker thread.
+    return os.path.exists(path)
+
+
+def as_current(result: Result) -> Result100:
+    current = convert_result(result, CURRENT_VERSION)
+    assert isinstance(current, Result100)
+    return current
+
+
+def as_config_version(result: Result, network: NetworkConfigList) -> Result:
+    try:
+        return convert_result(result, network.cni_version)
+    except CNIError:
+        return result
