@@ -6,9 +6,10 @@ pidfd; every wait goes through :func:`anyio.wait_readable`, so it works on async
 path costs a fraction of ``anyio.open_process`` per exec (see ``docs/differences.md``) and keeps the
 same guarantees:
 
-* cancellation (or the executor's own ``timeout``) sends SIGTERM to the plugin's process group,
-  waits ``kill_grace`` seconds, then SIGKILLs the group; the plugin is always reaped and every pipe
-  closed before the cancellation propagates;
+* cancellation (or the executor's own ``timeout``) sends SIGTERM to the plugin, gives the rest of
+  its process group (an IPAM helper finishing a lease) up to ``kill_grace`` seconds to exit, then
+  SIGKILLs the group; the plugin is always reaped and every pipe closed before the cancellation
+  propagates;
 * stdout is capped (a flood is a :class:`~cni_async.ProtocolError`), stderr keeps its tail;
 * a grandchild that keeps the output pipes open after the plugin exits cannot hang the call: after
   ``pipe_grace`` seconds the group is killed;
@@ -243,6 +244,22 @@ class SpawnExecutor:
             return stdout
 
 
+def _group_has_others(pgid: int) -> bool:
+    """Whether a process other than the group leader ``pgid`` is in process group ``pgid``."""
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == pgid:
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        # After the command: state, ppid, pgrp; a zombie has already finished its work.
+        if int(fields[2]) == pgid and fields[0] != b"Z":
+            return True
+    return False
+
+
 def _nonblocking(fd: int) -> None:
     fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
 
@@ -432,11 +449,22 @@ class _PluginRun:
         return True
 
     async def _terminate(self) -> None:
+        """Stop the plugin, then its whole process group, and reap it.
+
+        SIGTERM goes to the plugin alone: the helpers it started (an IPAM plugin in the middle
+        of writing a lease, typically a Go binary that dies at once on SIGTERM) get up to
+        ``kill_grace`` to finish on their own, so none of them dies half-way through a write
+        that a later DEL could not undo. Then the whole group gets SIGKILL.
+        """
         if self._reaped:
             return
-        self._signal_group(signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGTERM)  # the zombie pins the PID until we reap
+        deadline = time.monotonic() + self._executor.kill_grace
         with anyio.move_on_after(self._executor.kill_grace):
             await anyio.wait_readable(self._pidfd)
+            while _group_has_others(self.pid) and time.monotonic() < deadline:
+                await anyio.sleep(0.01)
         # SIGKILL the whole group even if the plugin itself exited: its children may remain.
         self._signal_group(signal.SIGKILL)
         with anyio.move_on_after(_REAP_LIMIT):
