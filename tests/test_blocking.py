@@ -47,7 +47,7 @@ def test_from_plain_threads(dirs: dict[str, Path], net: Sandbox, backend: str) -
             t.join()
         assert errors == []
         starts = sorted(c["time"] for c in fake.calls("ADD"))
-        assert starts[-1] - starts[0] < 0.25  # the four pods ran in parallel
+        assert starts[-1] - starts[0] < 0.6  # in parallel (one after the other: 0.9 s or more)
         fake.on("ADD", sleep=30)
         with pytest.raises(TimeoutError):
             cni.set_up_pod(pods[0], timeout=0.5)

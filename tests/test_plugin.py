@@ -133,7 +133,7 @@ async def test_networks_attach_concurrently(
     fakes["fb"].on("ADD", sleep=0.6)
     await cni.set_up_pod(pod(net, "neta", "netb"))
     [a], [b] = fakes["fa"].calls("ADD"), fakes["fb"].calls("ADD")
-    assert abs(a["time"] - b["time"]) < 0.4
+    assert abs(a["time"] - b["time"]) < 0.5  # one after the other: 0.6 s or more
 
 
 async def test_same_pod_serialised_other_pods_parallel(
