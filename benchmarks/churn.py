@@ -294,7 +294,6 @@ def floor_job(spec: dict[str, Any], job: Path) -> None:
     from cni_async import CNIPlugin, NetAttachment, PodNetwork
     from cni_async._attachments import plan_networks, runtime_conf
     from cni_async._config import plugin_stdin
-    from cni_async._exec import cni_env
 
     async def load() -> CNIPlugin:
         async with CNIPlugin(spec["conf_dir"], spec["bin_dirs"], watch=False) as cni:
@@ -316,15 +315,7 @@ def floor_job(spec: dict[str, Any], job: Path) -> None:
             for phase, verb in enumerate(("ADD", "CHECK", "DEL")):
                 for index, (network, ifname) in enumerate(plan):
                     rt = runtime_conf(pod, network.name, ifname, pod.netns, ())
-                    env = cni_env(
-                        verb,
-                        container_id=rt.container_id,
-                        netns=rt.netns,
-                        ifname=rt.ifname,
-                        args=rt.args,
-                        bin_dirs=engine.bin_dirs,
-                        base=engine._base_env,
-                    )
+                    env = engine.plugin_env(verb, rt)
                     chain = network.plugins if verb != "DEL" else tuple(reversed(network.plugins))
                     for k, plugin in enumerate(chain):
                         with_prev = verb != "ADD" or k > 0

@@ -127,6 +127,20 @@ class CNIEngine:
 
     # -- one plugin -------------------------------------------------------------------------
 
+    def plugin_env(self, verb: str, rt: RuntimeConf | None = None) -> dict[str, str]:
+        """The environment a plugin gets for ``verb`` (for GC and STATUS, ``rt`` is ``None``)."""
+        if rt is None:
+            return cni_env(verb, bin_dirs=self.bin_dirs, base=self._base_env)
+        return cni_env(
+            verb,
+            container_id=rt.container_id,
+            netns=rt.netns,
+            ifname=rt.ifname,
+            args=rt.args,
+            bin_dirs=self.bin_dirs,
+            base=self._base_env,
+        )
+
     async def _exec(
         self,
         network: str,
@@ -135,19 +149,7 @@ class CNIEngine:
         stdin: bytes,
         rt: RuntimeConf | None,
     ) -> bytes:
-        if rt is not None:
-            env = cni_env(
-                verb,
-                container_id=rt.container_id,
-                netns=rt.netns,
-                ifname=rt.ifname,
-                args=rt.args,
-                bin_dirs=self.bin_dirs,
-                base=self._base_env,
-            )
-        else:
-            env = cni_env(verb, bin_dirs=self.bin_dirs, base=self._base_env)
-        return await self._run(plugin.type, verb, stdin, env, network)
+        return await self._run(plugin.type, verb, stdin, self.plugin_env(verb, rt), network)
 
     async def _run(
         self, plugin_type: str, verb: str, stdin: bytes, env: Mapping[str, str], network: str | None
