@@ -1,0 +1,113 @@
+"""The cni-async command line, run as a real process against fake plugins."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .support.plugins import FakePlugin, write_conflist
+
+
+def cli(dirs: dict[str, Path], *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {
+        **os.environ,
+        "NETCONFPATH": str(dirs["conf"]),
+        "CNI_PATH": str(dirs["bin"]),
+        "CNI_CACHE_DIR": str(dirs["cache"]),
+        **env,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "cni_async", *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.fixture
+def fake(dirs: dict[str, Path]) -> FakePlugin:
+    write_conflist(dirs["conf"], "net1", [{"type": "fa", "capabilities": {"portMappings": True}}])
+    return FakePlugin(dirs["bin"], "fa")
+
+
+def test_networks(dirs: dict[str, Path], fake: FakePlugin) -> None:
+    write_conflist(dirs["conf"], "ghost", [{"type": "missing"}], filename="00-ghost.conflist")
+    (dirs["conf"] / "99-bad.conflist").write_text("{")
+    out = cli(dirs, "networks", "--json")
+    assert out.returncode == 0, out.stderr
+    report: dict[str, Any] = json.loads(out.stdout)
+    assert report["default"] == "net1"
+    assert [(n["name"], n["usable"]) for n in report["networks"]] == [
+        ("ghost", False),
+        ("net1", True),
+    ]
+    assert "missing" in report["networks"][0]["problem"]
+    [bad] = report["invalid"]
+    assert bad["file"].endswith("99-bad.conflist")
+    human = cli(dirs, "networks")
+    assert "default network: net1" in human.stdout and "NOT USABLE" in human.stdout
+
+
+def test_add_check_del_like_cnitool(dirs: dict[str, Path], fake: FakePlugin) -> None:
+    env = {
+        "CAP_ARGS": '{"portMappings": [{"hostPort": 8080, "containerPort": 80}]}',
+        "CNI_ARGS": "K8S_POD_NAME=web;FOO=bar",
+        "CNI_IFNAME": "net0",
+    }
+    added = cli(dirs, "add", "net1", "/run/netns/cli-test", **env)
+    assert added.returncode == 0, added.stderr
+    assert json.loads(added.stdout)["ips"][0]["address"] == "10.99.0.2/24"
+    [call] = fake.calls("ADD")
+    assert call["env"]["CNI_CONTAINERID"].startswith("cnitool-")
+    assert len(call["env"]["CNI_CONTAINERID"]) == len("cnitool-") + 20
+    assert call["env"]["CNI_IFNAME"] == "net0"
+    assert call["env"]["CNI_ARGS"] == "K8S_POD_NAME=web;FOO=bar"
+    assert json.loads(call["stdin"])["runtimeConfig"]["portMappings"][0]["hostPort"] == 8080
+    assert cli(dirs, "check", "net1", "/run/netns/cli-test", **env).returncode == 0
+    assert cli(dirs, "del", "net1", "/run/netns/cli-test", **env).returncode == 0
+    assert json.loads(fake.calls("DEL")[0]["stdin"])["prevResult"]["ips"]
+    assert os.listdir(dirs["cache"] / "results") == []
+
+
+def test_errors_are_messages_not_tracebacks(dirs: dict[str, Path], fake: FakePlugin) -> None:
+    missing = cli(dirs, "add", "nope", "/run/netns/x")
+    assert missing.returncode == 1
+    assert "no net configuration with name" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    fake.on("STATUS", stdout={"code": 50, "msg": "no addresses left"}, exit=1)
+    status = cli(dirs, "status", "net1")
+    assert status.returncode == 1 and "no addresses left" in status.stderr
+    bad_env = cli(dirs, "add", "net1", "/run/netns/x", CAP_ARGS="{not json")
+    assert bad_env.returncode == 2 and "CAP_ARGS" in bad_env.stderr
+    assert cli(dirs, "frobnicate").returncode == 2
+
+
+def test_watch_streams_events(dirs: dict[str, Path], fake: FakePlugin) -> None:
+    environment = {**os.environ, "NETCONFPATH": str(dirs["conf"]), "CNI_PATH": str(dirs["bin"])}
+    with subprocess.Popen(
+        [sys.executable, "-m", "cni_async", "watch"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=environment,
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            first = [json.loads(proc.stdout.readline()) for _ in range(4)]
+            assert first[0] == {
+                "event": "NetworkAdded",
+                "name": "net1",
+                "path": str(dirs["conf"] / "net1.conflist"),
+            }
+            write_conflist(dirs["conf"], "net2", [{"type": "fa"}], filename="00-net2.conflist")
+            events = [json.loads(proc.stdout.readline())["event"] for _ in range(3)]
+            assert events[0] == "NetworkAdded" and "DefaultNetworkChanged" in events
+        finally:
+            proc.terminate()
