@@ -19,7 +19,7 @@ import anyio
 import msgspec
 
 from ._errors import CacheError, InvalidArgument
-from ._validation import validate_attachment
+from ._validation import validate_attachment, validate_container_id
 
 __all__ = ["CACHE_KIND", "DEFAULT_CACHE_DIR", "INTENT_KIND", "CacheEntry", "Intent", "ResultCache"]
 
@@ -122,7 +122,7 @@ class ResultCache:
     # -- intents: set-ups in flight ---------------------------------------------------------
 
     def intent_path(self, container_id: str) -> str:
-        validate_attachment(container_id, "x", "x")
+        validate_container_id(container_id)
         return os.path.join(self.intents_dir, container_id)
 
     async def write_intent(self, container_id: str, attachments: list[CacheEntry]) -> None:

@@ -34,7 +34,12 @@ from ._errors import (
 from ._exec import PluginExecutor, SpawnExecutor, cni_env
 from ._results import Result, convert_result, parse_result, result_from_builtins, result_to_builtins
 from ._specversion import CURRENT_VERSION, version_at_least, version_at_least_or_false
-from ._validation import validate_attachment, validate_cni_args, validate_network_name
+from ._validation import (
+    validate_attachment,
+    validate_cni_args,
+    validate_container_id,
+    validate_network_name,
+)
 
 __all__ = ["DEFAULT_TIMEOUTS", "CNIEngine", "PluginInfo", "RuntimeConf"]
 
@@ -341,7 +346,7 @@ class CNIEngine:
     async def get_cached_attachments(self, container_id: str | None = None) -> list[CacheEntry]:
         """Every cached attachment (of ``container_id`` only, when given), by file name."""
         if container_id is not None:
-            validate_attachment(container_id, "x", "x")
+            validate_container_id(container_id)
         return await self.cache.attachments(container_id)
 
     # -- VERSION ----------------------------------------------------------------------------
