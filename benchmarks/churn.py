@@ -382,17 +382,13 @@ def progress(label: str, done: int, total: int) -> None:
     sys.stderr.flush()
 
 
+def worker_command(node: str, script: str, spec: dict[str, Any]) -> list[str]:
+    """Run ``script --worker SPEC`` inside the node namespace (see the module docstring)."""
+    return ["ip", "netns", "exec", node, sys.executable, script, "--worker", json.dumps(spec)]
+
+
 def measure(node: str, spec: dict[str, Any], label: str) -> dict[str, Any]:
-    command = [
-        "ip",
-        "netns",
-        "exec",
-        node,
-        sys.executable,
-        str(Path(__file__).resolve()),
-        "--worker",
-        json.dumps(spec),
-    ]
+    command = worker_command(node, str(Path(__file__).resolve()), spec)
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
     assert proc.stdout is not None

@@ -30,7 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from churn import leaks, netns_add, netns_del, write_configs
+from churn import leaks, netns_add, netns_del, worker_command, write_configs
 
 
 def sample() -> dict[str, float]:
@@ -168,16 +168,7 @@ def main() -> int:
             "reload_every": options.reload_every,
         }
         out = subprocess.run(
-            [
-                "ip",
-                "netns",
-                "exec",
-                node,
-                sys.executable,
-                str(Path(__file__).resolve()),
-                "--worker",
-                json.dumps(spec),
-            ],
+            worker_command(node, str(Path(__file__).resolve()), spec),
             check=True,
             stdout=subprocess.PIPE,
             text=True,

@@ -237,10 +237,15 @@ class CNIEngine:
         )
         return result
 
-    async def check_network_list(self, netlist: NetworkConfigList, rt: RuntimeConf) -> None:
+    async def check_network_list(
+        self, netlist: NetworkConfigList, rt: RuntimeConf
+    ) -> Result | None:
         """Run CHECK through the chain in order, with the cached result as ``prevResult``.
 
-        Nothing runs when the configuration sets ``disableCheck``.
+        Nothing runs when the configuration sets ``disableCheck`` (and ``None`` is returned).
+
+        :return: the cached result the plugins checked against (``None`` if there was none),
+            so a caller that wants it need not read the cache again
 
         :raises CheckNotSupported: if the configuration's version is older than 0.4.0
         :raises CacheError: if the cached result exists but cannot be used
@@ -256,7 +261,7 @@ class CNIEngine:
                 verb="CHECK",
             )
         if netlist.disable_check:
-            return
+            return None
         cached = await self.get_cached_result(netlist, rt)
         prev = result_to_builtins(cached) if cached is not None else None
         for plugin in netlist.plugins:
@@ -264,6 +269,7 @@ class CNIEngine:
                 netlist, plugin, prev_result=prev, capability_args=rt.capability_args
             )
             await self._exec(netlist.name, plugin, "CHECK", stdin, rt)
+        return cached
 
     async def del_network_list(
         self, netlist: NetworkConfigList, rt: RuntimeConf, *, keep_going: bool = False

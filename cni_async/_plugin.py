@@ -644,8 +644,9 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
         if version_at_least_or_false(a.network.cni_version, "0.4.0") and not (
             a.network.disable_check
         ):
-            await self._engine.check_network_list(a.network, a.rt)
-        cached = await self._engine.get_cached_result(a.network, a.rt)
+            cached = await self._engine.check_network_list(a.network, a.rt)
+        else:
+            cached = await self._engine.get_cached_result(a.network, a.rt)
         if cached is None:
             state = await interface_state(a.rt.netns, a.rt.ifname)
             if state is None:
@@ -750,11 +751,7 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
                 if not isinstance(plan, NetworkNotFound):
                     for network, ifname in plan:
                         in_use.setdefault(network.name, set()).add((pod.id, ifname))
-            for network in snapshot.networks:
-                if network.disable_gc or not version_at_least_or_false(
-                    network.cni_version, "1.1.0"
-                ):
-                    continue
+            for network in snapshot.networks:  # gc_plugins skips disableGC and pre-1.1.0
                 try:
                     await self._engine.gc_plugins(network, sorted(in_use.get(network.name, ())))
                 except MultipleErrors as exc:
