@@ -6,7 +6,8 @@ version and conversion between them), ``_config`` (network configuration files),
 for every CNI verb, libcni's role); then the pod API on top: ``_models`` (PodNetwork and
 friends), ``_snapshot`` (validated configuration generations), ``_events`` and ``_watch``
 (configuration events; inotify as an async iterator), ``_locks`` (per-pod locks), ``_netns``
-(netlink inside a pod's namespace), ``_plugin`` (CNIPlugin, ocicni's role) and ``_blocking``
+(netlink inside a pod's namespace), ``_observe``, ``_metrics`` and ``_otel`` (observers of
+operations, plugin runs and reloads), ``_plugin`` (CNIPlugin, ocicni's role) and ``_blocking``
 (the same for code without an event loop).
 Everything public is re-exported here.
 """
@@ -66,6 +67,13 @@ from ._events import Reloaded as Reloaded
 from ._events import WatcherDegraded as WatcherDegraded
 from ._exec import PluginExecutor as PluginExecutor
 from ._exec import SpawnExecutor as SpawnExecutor
+from ._metrics import DEFAULT_BUCKETS as DEFAULT_BUCKETS
+from ._metrics import ErrorCount as ErrorCount
+from ._metrics import Histogram as Histogram
+from ._metrics import Metrics as Metrics
+from ._metrics import MetricsSnapshot as MetricsSnapshot
+from ._metrics import OperationStats as OperationStats
+from ._metrics import PluginRunStats as PluginRunStats
 from ._models import BandwidthConfig as BandwidthConfig
 from ._models import IpRange as IpRange
 from ._models import NetAttachment as NetAttachment
@@ -73,6 +81,10 @@ from ._models import NetResult as NetResult
 from ._models import PodNetwork as PodNetwork
 from ._models import PortMapping as PortMapping
 from ._models import RuntimeConfig as RuntimeConfig
+from ._observe import Observer as Observer
+from ._observe import OperationInfo as OperationInfo
+from ._observe import PluginRunInfo as PluginRunInfo
+from ._otel import OpenTelemetryObserver as OpenTelemetryObserver
 from ._plugin import DEFAULT_BIN_DIR as DEFAULT_BIN_DIR
 from ._plugin import DEFAULT_CONF_DIR as DEFAULT_CONF_DIR
 from ._plugin import DEFAULT_INTERFACE_NAME as DEFAULT_INTERFACE_NAME
@@ -129,6 +141,18 @@ __all__ = (
     "Ready",
     "NotReady",
     "Reloaded",
+    # observability
+    "Observer",
+    "OperationInfo",
+    "PluginRunInfo",
+    "Metrics",
+    "MetricsSnapshot",
+    "OperationStats",
+    "PluginRunStats",
+    "ErrorCount",
+    "Histogram",
+    "DEFAULT_BUCKETS",
+    "OpenTelemetryObserver",
     # the protocol engine
     "CNIEngine",
     "RuntimeConf",

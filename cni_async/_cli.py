@@ -5,11 +5,15 @@
     cni-async status [NET]             readiness (STATUS for 1.1.0 networks)
     cni-async gc NET                   remove the network's cached attachments (cnitool's gc)
     cni-async watch                    stream configuration events, one JSON object per line
+    cni-async pod add|status|del NAMESPACE NAME ID NETNS [-networks a,b]
+                                       a whole pod through CNIPlugin, with ocicnitool's arguments
+    cni-async bench [ARGS...]          the pod-churn benchmark (benchmarks/churn.py's arguments)
 
 Environment, as cnitool: ``NETCONFPATH`` (default ``/etc/cni/net.d``), ``CNI_PATH`` (``:``
 separated, default ``/opt/cni/bin``), ``CAP_ARGS`` (a JSON object of capability arguments),
 ``CNI_ARGS`` (``K=V;K=V``), ``CNI_IFNAME`` (default ``eth0``), ``CNI_CACHE_DIR`` (default
-``/var/lib/cni``). The container ID is cnitool's: ``cnitool-`` and the first 20 hex digits of
+``/var/lib/cni``); ocicnitool's ``CONF_PATH`` and ``BIN_PATH`` stand in for the first two when
+those are not set. The container ID is cnitool's: ``cnitool-`` and the first 20 hex digits of
 the SHA-512 of the namespace path. Exit status: 0 success, 1 a CNI error (its message on
 stderr, no traceback), 2 a usage error.
 """
@@ -22,7 +26,8 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
 import anyio
 import msgspec
@@ -30,6 +35,8 @@ import msgspec
 from ._config import NetworkConfigList, load_config_dir
 from ._engine import CNIEngine, RuntimeConf
 from ._errors import CNIError
+from ._models import NetAttachment, NetResult, PodNetwork
+from ._plugin import CNIPlugin
 from ._results import result_to_builtins
 from ._watch import watch_config
 
@@ -56,8 +63,14 @@ def _environment() -> dict[str, Any]:
             raise _UsageError(f"invalid CNI_ARGS pair {pair!r}: expected KEY=VALUE")
         args.append((key, value))
     return {
-        "conf_dir": os.environ.get("NETCONFPATH", "/etc/cni/net.d"),
-        "bin_dirs": [d for d in os.environ.get("CNI_PATH", "/opt/cni/bin").split(":") if d],
+        "conf_dir": os.environ.get("NETCONFPATH") or os.environ.get("CONF_PATH", "/etc/cni/net.d"),
+        "bin_dirs": [
+            d
+            for d in (
+                os.environ.get("CNI_PATH") or os.environ.get("BIN_PATH", "/opt/cni/bin")
+            ).split(":")
+            if d
+        ],
         "cache_dir": os.environ.get("CNI_CACHE_DIR") or None,
         "ifname": os.environ.get("CNI_IFNAME", "eth0"),
         "cap_args": cap_args,
@@ -90,6 +103,8 @@ async def _run(options: argparse.Namespace) -> int:
                 record = msgspec.to_builtins(event, enc_hook=str)
                 print(json.dumps({"event": type(event).__name__, **record}), flush=True)
         return 0
+    if options.command == "pod":
+        return await _pod(env, options)
     network = await _network(env, options.network)
     if options.command == "status":
         await engine.status_network_list(network)
@@ -112,6 +127,55 @@ async def _run(options: argparse.Namespace) -> int:
     else:
         await engine.del_network_list(network, rt)
     return 0
+
+
+async def _pod(env: dict[str, Any], options: argparse.Namespace) -> int:
+    networks = [NetAttachment(n) for n in options.networks.split(",") if n]
+    pod = PodNetwork(
+        options.name, options.namespace, options.id, options.uid, options.netns, networks
+    )
+    async with CNIPlugin(
+        env["conf_dir"],
+        env["bin_dirs"],
+        env["cache_dir"],
+        watch=False,
+        cni_args=env["args"],
+    ) as cni:
+        if options.verb == "del":
+            await cni.tear_down_pod(pod)
+            return 0
+        if options.verb == "add":
+            results = await cni.set_up_pod(pod)
+        else:
+            results = await cni.get_pod_network_status(pod)
+    if options.json:
+        _print_json(
+            [
+                {"name": r.name, "ifname": r.ifname, "result": result_to_builtins(r.result)}
+                for r in results
+            ]
+        )
+    else:
+        for r in results:
+            print(f"{r.name:<24} {r.ifname:<8} {_addresses(r)}")
+    return 0
+
+
+def _addresses(result: NetResult) -> str:
+    return " ".join(ip.address for ip in result.result.ips) or "(no addresses)"
+
+
+def _bench(args: Sequence[str]) -> NoReturn:
+    """Replace this process with the churn benchmark of the source tree."""
+    churn = Path(__file__).resolve().parent.parent / "benchmarks" / "churn.py"
+    if not churn.is_file():
+        print(
+            "cni-async: bench runs benchmarks/churn.py from a source checkout of cni_async; "
+            f"there is none next to {Path(__file__).resolve().parent}",
+            file=sys.stderr,
+        )
+        sys.exit(1)
+    os.execv(sys.executable, [sys.executable, str(churn), *args])
 
 
 async def _networks(env: dict[str, Any], engine: CNIEngine, as_json: bool) -> int:
@@ -154,7 +218,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cni-async",
         description="Run CNI networks from the shell (cnitool's verbs and environment).",
-        epilog="Environment: NETCONFPATH, CNI_PATH, CAP_ARGS, CNI_ARGS, CNI_IFNAME, CNI_CACHE_DIR.",
+        epilog="Environment: NETCONFPATH (or CONF_PATH), CNI_PATH (or BIN_PATH), CAP_ARGS, "
+        "CNI_ARGS, CNI_IFNAME, CNI_CACHE_DIR.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     networks = sub.add_parser("networks", help="what is loaded, the default, invalid files")
@@ -168,13 +233,35 @@ def _parser() -> argparse.ArgumentParser:
     gc = sub.add_parser("gc", help="remove every cached attachment of a network, then GC")
     gc.add_argument("network")
     sub.add_parser("watch", help="stream configuration events as JSON lines")
+    pod = sub.add_parser(
+        "pod",
+        help="set up, check or tear down a whole pod (ocicnitool's arguments)",
+        description="A pod through CNIPlugin, as ocicnitool does: its default network, or "
+        "those named with -networks; results as a table, or JSON with --json.",
+    )
+    pod.add_argument("verb", choices=("add", "status", "del"))
+    pod.add_argument("namespace", help="the pod's namespace")
+    pod.add_argument("name", help="the pod's name")
+    pod.add_argument("id", help="the sandbox (container) ID")
+    pod.add_argument("netns", help="the namespace path, e.g. /run/netns/pod1")
+    pod.add_argument("-networks", "--networks", default="", help="networks to use, comma separated")
+    pod.add_argument("--uid", default="", help="the pod's UID (K8S_POD_UID)")
+    pod.add_argument("--json", action="store_true", help="print JSON for scripts")
+    sub.add_parser(
+        "bench",
+        help="the pod-churn benchmark on real plugins (arguments go to benchmarks/churn.py)",
+        add_help=False,
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = _parser()
-    options = parser.parse_args(argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["bench"]:
+        _bench(args[1:])
+    options = parser.parse_args(args)
     try:
         return anyio.run(_run, options)
     except _UsageError as exc:

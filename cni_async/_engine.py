@@ -32,6 +32,7 @@ from ._errors import (
     VersionError,
 )
 from ._exec import PluginExecutor, SpawnExecutor, cni_env
+from ._observe import Observer, Observers, PluginRunInfo
 from ._results import Result, convert_result, parse_result, result_from_builtins, result_to_builtins
 from ._specversion import CURRENT_VERSION, version_at_least, version_at_least_or_false
 from ._validation import (
@@ -106,6 +107,7 @@ class CNIEngine:
         ``"VERSION"``, ...); a plugin that runs longer is stopped and :class:`PluginTimeout`
         raised. Missing verbs use :data:`DEFAULT_TIMEOUTS`; ``None`` means no limit. The
         caller's own cancel scopes apply as well.
+    :param observers: told about every plugin run (see :class:`Observer`)
     """
 
     def __init__(
@@ -118,6 +120,7 @@ class CNIEngine:
         extra_env: Mapping[str, str] | None = None,
         max_concurrent_execs: int | None = None,
         timeouts: Mapping[str, float | None] | None = None,
+        observers: Sequence[Observer] = (),
     ) -> None:
         self.bin_dirs = tuple(bin_dirs)
         self.timeouts: dict[str, float | None] = {**DEFAULT_TIMEOUTS, **(timeouts or {})}
@@ -129,6 +132,7 @@ class CNIEngine:
         self._limiter = (
             anyio.CapacityLimiter(max_concurrent_execs) if max_concurrent_execs else None
         )
+        self.observers = Observers(observers)
 
     # -- one plugin -------------------------------------------------------------------------
 
@@ -154,9 +158,35 @@ class CNIEngine:
         stdin: bytes,
         rt: RuntimeConf | None,
     ) -> bytes:
-        return await self._run(plugin.type, verb, stdin, self.plugin_env(verb, rt), network)
+        return await self._run(plugin.type, verb, stdin, self.plugin_env(verb, rt), network, rt)
 
     async def _run(
+        self,
+        plugin_type: str,
+        verb: str,
+        stdin: bytes,
+        env: Mapping[str, str],
+        network: str | None,
+        rt: RuntimeConf | None = None,
+    ) -> bytes:
+        """Run one plugin, observed."""
+        if not self.observers:
+            return await self._run_plugin(plugin_type, verb, stdin, env, network)
+        info = PluginRunInfo(
+            verb=verb,
+            plugin=plugin_type,
+            network=network,
+            container_id=rt.container_id if rt else None,
+            ifname=rt.ifname if rt else None,
+        )
+        observed = dict(env)
+        with self.observers.plugin_run(info, observed):
+            for key in [k for k in observed if k.startswith("CNI_") and k not in env]:
+                del observed[key]
+            observed.update((k, v) for k, v in env.items() if k.startswith("CNI_"))
+            return await self._run_plugin(plugin_type, verb, stdin, observed, network)
+
+    async def _run_plugin(
         self, plugin_type: str, verb: str, stdin: bytes, env: Mapping[str, str], network: str | None
     ) -> bytes:
         """Find and run one plugin under the process limit and the verb's timeout."""

@@ -53,6 +53,7 @@ from ._events import (
     NetworkChanged,
     NetworkRemoved,
     NotReady,
+    Reloaded,
     WatcherDegraded,
     diff_snapshots,
 )
@@ -60,6 +61,7 @@ from ._exec import PluginExecutor
 from ._locks import KeyedLock
 from ._models import NetResult, PodNetwork
 from ._netns import interface_state, loopback_is_up, loopback_up
+from ._observe import Observer, operation_info
 from ._results import Interface, IPConfig, Result, Result100
 from ._snapshot import ConfigSnapshot, VersionCache, build_snapshot
 from ._specversion import CURRENT_VERSION, version_at_least_or_false
@@ -100,6 +102,9 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
     :param debounce: seconds of quiet that end a burst of configuration changes (one reload)
     :param timeouts: per-verb limits on one plugin run, in seconds (see
         :data:`~cni_async.DEFAULT_TIMEOUTS`; ``None`` for no limit)
+    :param observers: told about every operation, plugin run, rollback and reload, in order
+        (:class:`~cni_async.Metrics`, :class:`~cni_async.OpenTelemetryObserver` or your own
+        :class:`~cni_async.Observer`)
     """
 
     def __init__(
@@ -117,6 +122,7 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
         inherit_env: Iterable[str] = ("PATH",),
         debounce: float = 0.05,
         timeouts: Mapping[str, float | None] | None = None,
+        observers: Sequence[Observer] = (),
     ) -> None:
         self.conf_dir = conf_dir
         self.watch = watch
@@ -128,7 +134,9 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
             inherit_env=inherit_env,
             max_concurrent_execs=max_concurrent_execs,
             timeouts=timeouts,
+            observers=observers,
         )
+        self._observers = self._engine.observers
         self._cleanup_timeout = cleanup_timeout
         self._cni_args = tuple(cni_args)
         validate_cni_args(self._cni_args)
@@ -169,6 +177,7 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
             await self._watcher.start(initial_events=False)
             assert self._watcher.snapshot is not None
             self._install(self._watcher.snapshot, [])
+            self._observers.reloaded(self._watcher.snapshot)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._follow, self._watcher)
                 try:
@@ -197,7 +206,7 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
         self._closed = True
 
     @asynccontextmanager
-    async def _operation(self) -> AsyncIterator[None]:
+    async def _operation(self, kind: str, pod: PodNetwork | None = None) -> AsyncIterator[None]:
         if self._closed or not self._opened:
             raise anyio.ClosedResourceError(
                 "this CNIPlugin is closed" if self._closed else "enter the CNIPlugin first"
@@ -206,7 +215,11 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
             self._idle = anyio.Event()
         self._in_flight += 1
         try:
-            yield
+            if not self._observers:
+                yield
+            else:
+                with self._observers.operation(operation_info(kind, pod)):
+                    yield
         finally:
             self._in_flight -= 1
             if self._in_flight == 0:
@@ -279,6 +292,8 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
                 logger.info("CNI configuration: %s", event)
             elif isinstance(event, DefaultNetworkChanged):
                 logger.info("default CNI network is now %s", event.current)
+            elif isinstance(event, Reloaded) and event.generation == self._snapshot.generation:
+                self._observers.reloaded(self._snapshot)
         self._events.publish(events)
 
     async def _follow(self, watcher: ConfigWatcher) -> None:
@@ -353,7 +368,7 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
         :raises PodNetworkError: one or more networks failed; each plugin error is kept
         """
         validate_container_id(pod.id)
-        async with self._operation():
+        async with self._operation("set_up_pod", pod):
             plan = await self._resolve(pod)
             attachments = [
                 Attachment(net, self._runtime_conf(pod, net.name, ifname, pod.netns))
@@ -432,8 +447,12 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
                     [errors[i] for i in sorted(errors)],
                 )
         except BaseException as exc:
-            rollback_errors = await self._rollback(
-                pod.id, [attachments[i] for i in sorted(started)], earlier
+            rolled_back = [attachments[i] for i in sorted(started)]
+            rollback_errors = await self._rollback(pod.id, rolled_back, earlier)
+            self._observers.rolled_back(
+                operation_info("set_up_pod", pod),
+                [a.network.name for a in rolled_back],
+                rollback_errors,
             )
             if rollback_errors and isinstance(exc, PodNetworkError):
                 raise PodNetworkError(
@@ -495,7 +514,10 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
             so a retry or GC can finish)
         """
         validate_container_id(pod.id)
-        async with self._operation(), self._pod_locks.hold((pod.namespace, pod.name)):
+        async with (
+            self._operation("tear_down_pod", pod),
+            self._pod_locks.hold((pod.namespace, pod.name)),
+        ):
             netns = await existing_netns(pod.netns)
             attachments, errors = await self._teardown_targets(pod, netns)
             errors += await self._detach_all(attachments)
@@ -608,7 +630,7 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
         :raises PodNetworkError: CHECK failed on some networks
         """
         validate_container_id(pod.id)
-        async with self._operation():
+        async with self._operation("get_pod_network_status", pod):
             plan = await self._resolve(pod)
             async with self._pod_locks.hold((pod.namespace, pod.name)):
                 if not await loopback_is_up(pod.netns):
@@ -677,7 +699,7 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
         :raises PluginError: a plugin reported it is not ready (``PluginNotAvailable``,
             ``LimitedConnectivity``, ...)
         """
-        async with self._operation():
+        async with self._operation("status"):
             snapshot = self._snapshot
             if snapshot.default is None:
                 snapshot = await self._reload_on_miss(snapshot)
@@ -694,7 +716,7 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
 
         :raises MultipleErrors: some steps failed (each error is kept)
         """
-        async with self._operation():
+        async with self._operation("gc"):
             valid = list(valid_pods)
             valid_ids = {p.id for p in valid}
             snapshot = self._snapshot

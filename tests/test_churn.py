@@ -17,15 +17,19 @@ pytestmark = pytest.mark.privileged
 CHURN = Path(__file__).resolve().parent.parent / "benchmarks" / "churn.py"
 
 
-@pytest.mark.parametrize("config", ["A", "B"])
-def test_churn_reports_and_leaks_nothing(tmp_path: Path, config: str) -> None:
+@pytest.mark.parametrize(
+    ("config", "command"),
+    [("A", [str(CHURN)]), ("B", ["-m", "cni_async", "bench"])],
+    ids=["A-script", "B-cli"],
+)
+def test_churn_reports_and_leaks_nothing(tmp_path: Path, config: str, command: list[str]) -> None:
     require_real_plugins("bridge", "host-local", "portmap")
     if shutil.which("cc") is None and shutil.which("gcc") is None:
         pytest.skip("the exec floor needs a C compiler")
     out = subprocess.run(
         [
             sys.executable,
-            str(CHURN),
+            *command,
             "--config",
             config,
             "--pods",

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from .support.netns import Sandbox
 from .support.plugins import FakePlugin, write_conflist
 
 
@@ -111,3 +112,47 @@ def test_watch_streams_events(dirs: dict[str, Path], fake: FakePlugin) -> None:
             assert events[0] == "NetworkAdded" and "DefaultNetworkChanged" in events
         finally:
             proc.terminate()
+
+
+@pytest.mark.privileged
+def test_pod_verbs_take_ocicnitools_arguments(
+    dirs: dict[str, Path], fake: FakePlugin, net: Sandbox
+) -> None:
+    write_conflist(dirs["conf"], "net2", [{"type": "fb"}], filename="zz-net2.conflist")
+    other = FakePlugin(dirs["bin"], "fb")
+    other.on("ADD", ip="10.98.0.7/24")
+    netns = net.netns("cli")
+    cid = f"{net.prefix}-cli"
+    # ocicnitool's environment names, and its single-dash -networks flag
+    env = {"CONF_PATH": str(dirs["conf"]), "BIN_PATH": str(dirs["bin"]), "CNI_ARGS": "X=1"}
+    bare = {"NETCONFPATH": "", "CNI_PATH": ""}
+    add = cli(dirs, "pod", "add", "ns1", "web", cid, netns, "-networks", "net1,net2", **env, **bare)
+    assert add.returncode == 0, add.stderr
+    assert add.stdout.split() == ["net1", "eth0", "10.99.0.2/24", "net2", "eth1", "10.98.0.7/24"]
+    [call] = other.calls("ADD")
+    assert "X=1" in call["env"]["CNI_ARGS"].split(";")
+    assert f"K8S_POD_INFRA_CONTAINER_ID={cid}" in call["env"]["CNI_ARGS"]
+    status = cli(dirs, "pod", "status", "ns1", "web", cid, netns, "--networks=net1,net2", "--json")
+    assert status.returncode == 0, status.stderr
+    [_, net2] = json.loads(status.stdout)
+    assert (net2["name"], net2["ifname"]) == ("net2", "eth1")
+    assert net2["result"]["ips"][0]["address"] == "10.98.0.7/24"
+    assert len(fake.calls("CHECK")) == len(other.calls("CHECK")) == 1
+    # teardown finds both attachments in the cache, without -networks
+    assert cli(dirs, "pod", "del", "ns1", "web", cid, netns).returncode == 0
+    assert len(fake.calls("DEL")) == len(other.calls("DEL")) == 1
+    assert os.listdir(dirs["cache"] / "results") == []
+    gone = cli(dirs, "pod", "status", "ns1", "web", cid, "/run/netns/does-not-exist")
+    assert gone.returncode == 1 and "Traceback" not in gone.stderr
+
+
+def test_bench_needs_its_arguments_only() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "cni_async", "bench", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "--concurrency" in out.stdout and "--config" in out.stdout
