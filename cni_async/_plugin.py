@@ -82,7 +82,8 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
     ``async with CNIPlugin(...) as cni`` loads the configuration directory and starts watching
     it; leaving the block stops watching, ends :meth:`config_events` iterations, waits for
     operations still running through it and closes it. Calls after that raise
-    :class:`anyio.ClosedResourceError`.
+    :class:`anyio.ClosedResourceError`. An exception raised in the block leaves it as it is, not
+    wrapped in an ``ExceptionGroup``, whether the plugin watches or not.
 
     :param conf_dir: the directory of network configurations
     :param bin_dirs: the directories searched for plugin binaries, in order
@@ -178,12 +179,20 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
             assert self._watcher.snapshot is not None
             self._install(self._watcher.snapshot, [])
             self._observers.reloaded(self._watcher.snapshot)
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._follow, self._watcher)
-                try:
-                    yield self
-                finally:
-                    tg.cancel_scope.cancel()
+            try:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._follow, self._watcher)
+                    try:
+                        yield self
+                    finally:
+                        tg.cancel_scope.cancel()
+            except BaseExceptionGroup as group:
+                # _follow raises nothing, so a group of one holds what the body raised: let it
+                # out as it is, exactly as with watch=False.
+                if len(group.exceptions) != 1:
+                    raise
+                only = group.exceptions[0]
+                raise only from only.__cause__
         finally:
             self._closed = True
             self._events.close()

@@ -388,6 +388,29 @@ async def test_closed(dirs: dict[str, Path], fakes: dict[str, FakePlugin], net: 
         await cni.set_up_pod(pod(net))
 
 
+@pytest.mark.parametrize("watch", [True, False])
+async def test_exceptions_leave_the_block_unwrapped(
+    dirs: dict[str, Path], fakes: dict[str, FakePlugin], watch: bool
+) -> None:
+    write_conflist(dirs["conf"], "neta", [{"type": "fa"}])
+    with pytest.raises(TimeoutError):
+        async with CNIPlugin(str(dirs["conf"]), [str(dirs["bin"])], watch=watch):
+            with anyio.fail_after(0.01):
+                await anyio.sleep(1)
+    with pytest.raises(KeyError) as info:
+        async with CNIPlugin(str(dirs["conf"]), [str(dirs["bin"])], watch=watch):
+            try:
+                raise ValueError("inner")
+            except ValueError as exc:
+                raise KeyError("outer") from exc
+    assert isinstance(info.value.__cause__, ValueError)
+    # a group the body raises itself comes out as that group
+    with pytest.raises(ExceptionGroup) as group:
+        async with CNIPlugin(str(dirs["conf"]), [str(dirs["bin"])], watch=watch):
+            raise ExceptionGroup("mine", [ValueError("a"), ValueError("b")])
+    assert group.value.message == "mine"
+
+
 async def test_lock_wait_is_cancellable(
     cni: CNIPlugin, net: Sandbox, fakes: dict[str, FakePlugin]
 ) -> None:
