@@ -1,10 +1,10 @@
-"""Development sessions: ``nox -s lint typecheck tests`` is what CI runs."""
+"""Development sessions: ``nox -s lint typecheck docs tests`` is what CI runs."""
 
 from __future__ import annotations
 
 import nox
 
-nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.sessions = ["lint", "typecheck", "docs", "tests"]
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_venv = "yes"
 
@@ -24,6 +24,19 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict over the package and the tests."""
     session.install("-e", ".", *nox.project.dependency_groups(PYPROJECT, "typing"))
     session.run("mypy")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site, built strictly (any warning fails) into ``site/``.
+
+    The examples the pages include (``docs/examples/*.py``) are run by the ``tests`` session
+    (``tests/test_docs_examples.py``).
+    """
+    session.install("-e", ".", *nox.project.dependency_groups(PYPROJECT, "docs"))
+    session.run(
+        "mkdocs", "build", "--strict", "--site-dir", "site", env={"NO_MKDOCS_2_WARNING": "1"}
+    )
 
 
 @nox.session

@@ -2,8 +2,9 @@
 
 Installed by ``tests/support/plugins.py`` as ``<bin_dir>/<name>`` with a shebang pointing at the
 test interpreter. It reads ``<bin_dir>/../fakes/<name>.behaviour.json``: a map from CNI command
-to what to do, and appends one JSON line per run to ``<bin_dir>/../fakes/<name>.log`` (outside
-the bin dir, so a watcher of the bin dir does not see them). Standard library only.
+(or ``"<command>:<container ID>"`` for one container only) to what to do, and appends one JSON
+line per run to ``<bin_dir>/../fakes/<name>.log`` (outside the bin dir, so a watcher of the bin
+dir does not see them). Standard library only.
 """
 
 import json
@@ -35,7 +36,11 @@ try:
         behaviours = json.load(f)
 except FileNotFoundError:
     behaviours = {}
-b = behaviours.get(command, behaviours.get("*", {}))
+# "<command>:<container ID>" applies to one container only, before "<command>" and "*".
+b = behaviours.get(
+    f"{command}:{os.environ.get('CNI_CONTAINERID', '')}",
+    behaviours.get(command, behaviours.get("*", {})),
+)
 
 if b.get("ignore_term"):
     signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -29,7 +29,8 @@ class FakePlugin:
         self._behaviour_file.write_text(json.dumps(self._behaviour))
 
     def on(self, command: str, **behaviour: Any) -> FakePlugin:
-        """Set what the plugin does for ``command`` (``"*"`` for every command)."""
+        """Set what the plugin does for ``command`` (``"*"`` for every command,
+        ``"ADD:<container ID>"`` for one container's ADD only)."""
         self._behaviour[command] = behaviour
         self._save()
         return self

@@ -1,0 +1,66 @@
+"""MkDocs hooks for the documentation site (listed under ``hooks:`` in ``mkdocs.yml``).
+
+- The API reference follows ``cni_async.__all__``: the marker in ``api.md`` becomes one
+  section per comment group of ``__all__`` and one mkdocstrings entry per name, so a name added
+  to the package appears in the reference without editing the page.
+- Docstrings are written with Sphinx roles (``:class:`~cni_async.CNIPlugin```); mkdocstrings
+  leaves the role name in front of the code span, and this removes it (and a leading ``~``).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+from typing import Any
+
+API_MARKER = "<!-- api-reference -->"
+INIT = Path(__file__).resolve().parents[1] / "cni_async" / "__init__.py"
+_ROLE = re.compile(
+    r":(?:py:)?(?:class|func|meth|attr|data|exc|mod|obj|const):<code>~?([^<]*)</code>"
+)
+
+
+def api_groups(init: Path = INIT) -> list[tuple[str, list[str]]]:
+    """``__all__`` of the package, as (comment, names) groups in source order."""
+    source = init.read_text()
+    names: list[str] = []
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets
+        ):
+            names = list(ast.literal_eval(node.value))
+    start = source.index("__all__ = (")
+    groups: list[tuple[str, list[str]]] = [("", [])]
+    for line in source[start:].splitlines()[1:]:
+        text = line.strip()
+        if text == ")":
+            break
+        if text.startswith("#"):
+            groups.append((text.lstrip("# ").strip(), []))
+        elif text.startswith('"') and text.strip('",') in names:
+            groups[-1][1].append(text.strip('",'))
+    return [(title, group) for title, group in groups if group]
+
+
+def api_markdown() -> str:
+    lines: list[str] = []
+    for title, names in api_groups():
+        public = [n for n in names if n != "__version__"]
+        if not public:
+            continue
+        heading = title[:1].upper() + title[1:] if title else "Other names"
+        lines += [f"## {heading}", ""]
+        for name in public:
+            lines += [f"::: cni_async.{name}", ""]
+    return "\n".join(lines)
+
+
+def on_page_markdown(markdown: str, page: Any, **kwargs: Any) -> str:
+    if API_MARKER in markdown:
+        return markdown.replace(API_MARKER, api_markdown())
+    return markdown
+
+
+def on_page_content(html: str, page: Any, **kwargs: Any) -> str:
+    return _ROLE.sub(r"<code>\1</code>", html)
