@@ -7,6 +7,8 @@
     cni-async watch                    stream configuration events, one JSON object per line
     cni-async pod add|status|del NAMESPACE NAME ID NETNS [-networks a,b]
                                        a whole pod through CNIPlugin, with ocicnitool's arguments
+                                       (of the environment, CNI_ARGS applies; CAP_ARGS and
+                                       CNI_IFNAME do not)
     cni-async bench [ARGS...]          the pod-churn benchmark (benchmarks/churn.py's arguments)
 
 Environment, as cnitool: ``NETCONFPATH`` (default ``/etc/cni/net.d``), ``CNI_PATH`` (``:``
@@ -24,10 +26,11 @@ import argparse
 import hashlib
 import json
 import os
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import anyio
 import msgspec
@@ -130,6 +133,13 @@ async def _run(options: argparse.Namespace) -> int:
 
 
 async def _pod(env: dict[str, Any], options: argparse.Namespace) -> int:
+    for name in ("CAP_ARGS", "CNI_IFNAME"):
+        if os.environ.get(name):
+            print(
+                f"cni-async: {name} does not apply to pods (interface names are assigned as "
+                "ocicni does, capabilities come from the pod); ignoring it",
+                file=sys.stderr,
+            )
     networks = [NetAttachment(n) for n in options.networks.split(",") if n]
     pod = PodNetwork(
         options.name, options.namespace, options.id, options.uid, options.netns, networks
@@ -165,8 +175,9 @@ def _addresses(result: NetResult) -> str:
     return " ".join(ip.address for ip in result.result.ips) or "(no addresses)"
 
 
-def _bench(args: Sequence[str]) -> NoReturn:
-    """Replace this process with the churn benchmark of the source tree."""
+def _bench(args: Sequence[str], *, replace_process: bool) -> int:
+    """Run the churn benchmark of the source tree: in place of this process when it is the
+    command line itself, else as a child whose exit status is returned."""
     churn = Path(__file__).resolve().parent.parent / "benchmarks" / "churn.py"
     if not churn.is_file():
         print(
@@ -174,8 +185,11 @@ def _bench(args: Sequence[str]) -> NoReturn:
             f"there is none next to {Path(__file__).resolve().parent}",
             file=sys.stderr,
         )
-        sys.exit(1)
-    os.execv(sys.executable, [sys.executable, str(churn), *args])
+        return 1
+    command = [sys.executable, str(churn), *args]
+    if replace_process:
+        os.execv(sys.executable, command)
+    return subprocess.run(command, check=False).returncode
 
 
 async def _networks(env: dict[str, Any], engine: CNIEngine, as_json: bool) -> int:
@@ -260,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["bench"]:
-        _bench(args[1:])
+        return _bench(args[1:], replace_process=argv is None)
     options = parser.parse_args(args)
     try:
         return anyio.run(_run, options)

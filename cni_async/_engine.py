@@ -13,6 +13,7 @@ import math
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import nullcontext
 from typing import Any, Final
 
 import anyio
@@ -32,7 +33,7 @@ from ._errors import (
     VersionError,
 )
 from ._exec import PluginExecutor, SpawnExecutor, cni_env
-from ._observe import Observer, Observers, PluginRunInfo
+from ._observe import Observer, Observers, PluginRunInfo, observed_env
 from ._results import Result, convert_result, parse_result, result_from_builtins, result_to_builtins
 from ._specversion import CURRENT_VERSION, version_at_least, version_at_least_or_false
 from ._validation import (
@@ -169,36 +170,37 @@ class CNIEngine:
         network: str | None,
         rt: RuntimeConf | None = None,
     ) -> bytes:
-        """Run one plugin, observed."""
-        if not self.observers:
-            return await self._run_plugin(plugin_type, verb, stdin, env, network)
-        info = PluginRunInfo(
-            verb=verb,
-            plugin=plugin_type,
-            network=network,
-            container_id=rt.container_id if rt else None,
-            ifname=rt.ifname if rt else None,
-        )
-        observed = dict(env)
-        with self.observers.plugin_run(info, observed):
-            for key in [k for k in observed if k.startswith("CNI_") and k not in env]:
-                del observed[key]
-            observed.update((k, v) for k, v in env.items() if k.startswith("CNI_"))
-            return await self._run_plugin(plugin_type, verb, stdin, observed, network)
+        """Run one plugin once a process slot is free (``max_concurrent_execs``), observed.
+
+        The wait for a slot counts neither against the verb's timeout nor in what observers
+        see: both cover the plugin run alone.
+        """
+        async with self._limiter or nullcontext():
+            if not self.observers:
+                return await self._run_plugin(plugin_type, verb, stdin, env, network)
+            info = PluginRunInfo(
+                verb=verb,
+                plugin=plugin_type,
+                network=network,
+                container_id=rt.container_id if rt else None,
+                ifname=rt.ifname if rt else None,
+            )
+            observed = dict(env)
+            with self.observers.plugin_run(info, observed):
+                return await self._run_plugin(
+                    plugin_type, verb, stdin, observed_env(env, observed), network
+                )
 
     async def _run_plugin(
         self, plugin_type: str, verb: str, stdin: bytes, env: Mapping[str, str], network: str | None
     ) -> bytes:
-        """Find and run one plugin under the process limit and the verb's timeout."""
+        """Find and run one plugin under the verb's timeout."""
         started = time.perf_counter()
         timeout = self.timeouts.get(verb)
         try:
             path = self.executor.find_plugin(plugin_type, self.bin_dirs)
             with anyio.move_on_after(timeout if timeout is not None else math.inf):
-                if self._limiter is None:
-                    return await self.executor.exec_plugin(path, stdin=stdin, env=env)
-                async with self._limiter:
-                    return await self.executor.exec_plugin(path, stdin=stdin, env=env)
+                return await self.executor.exec_plugin(path, stdin=stdin, env=env)
             raise PluginTimeout(
                 f"the plugin did not finish {verb} within {timeout} s and was stopped; raise "
                 f"timeouts[{verb!r}] if it is just slow",

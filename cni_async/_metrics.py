@@ -9,11 +9,10 @@ from collections.abc import Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Final
 
-import anyio
 import msgspec
 
 from ._errors import CNIError
-from ._observe import Observer, OperationInfo, PluginRunInfo
+from ._observe import Observer, OperationInfo, PluginRunInfo, is_cancellation
 
 if TYPE_CHECKING:
     from ._snapshot import ConfigSnapshot
@@ -200,7 +199,7 @@ class Metrics(Observer):
         t.max = max(t.max, elapsed)
         if exc is None:
             return
-        if isinstance(exc, anyio.get_cancelled_exc_class()):
+        if is_cancellation(exc):
             t.cancelled += 1
         else:
             t.failed += 1
@@ -240,7 +239,7 @@ class Metrics(Observer):
                 key = (info.verb, info.plugin)
                 t = self._runs.get(key) or self._runs.setdefault(key, _Timings(len(self.buckets)))
                 self._record(t, started, error)
-                if error is not None and not isinstance(error, anyio.get_cancelled_exc_class()):
+                if error is not None and not is_cancellation(error):
                     code = error.code if isinstance(error, CNIError) else None
                     ekey = (info.verb, info.plugin, code, type(error).__name__)
                     self._errors[ekey] = self._errors.get(ekey, 0) + 1

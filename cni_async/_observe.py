@@ -9,8 +9,10 @@ event loop's thread, inside the operation: they must not block.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable, Iterator, MutableMapping, Sequence
+import sys
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from types import TracebackType
 from typing import TYPE_CHECKING, Final
@@ -22,7 +24,15 @@ if TYPE_CHECKING:
     from ._models import PodNetwork
     from ._snapshot import ConfigSnapshot
 
-__all__ = ["Observer", "Observers", "OperationInfo", "PluginRunInfo", "operation_info"]
+__all__ = [
+    "Observer",
+    "Observers",
+    "OperationInfo",
+    "PluginRunInfo",
+    "is_cancellation",
+    "observed_env",
+    "operation_info",
+]
 
 logger = logging.getLogger("cni_async.observe")
 
@@ -94,11 +104,14 @@ class Observer:
     def plugin_run(
         self, info: PluginRunInfo, env: MutableMapping[str, str]
     ) -> AbstractContextManager[object]:
-        """Wraps one plugin process, from its lookup to its exit.
+        """Wraps one plugin process, from its lookup to its exit (not the wait for a process
+        slot under ``max_concurrent_execs``).
 
         ``env`` is the environment the plugin will get; an observer may add variables to it
-        (this is how trace context reaches plugins as ``TRACEPARENT``). The ``CNI_`` variables
-        are set again after every observer ran, so they cannot be changed.
+        (this is how trace context reaches plugins as ``TRACEPARENT``) or change a variable
+        that is not a ``CNI_`` one. ``CNI_`` variables cannot be added or changed, and a
+        variable the plugin could not be given (not a string, ``=`` or NUL in its name, NUL in
+        its value) is dropped with a warning.
         """
         return _NULL
 
@@ -113,6 +126,39 @@ class Observer:
 
 
 _NULL: Final[AbstractContextManager[object]] = nullcontext()
+
+
+def is_cancellation(exc: BaseException) -> bool:
+    """Whether ``exc`` is asyncio's or trio's cancellation (works outside an event loop too)."""
+    if isinstance(exc, asyncio.CancelledError):
+        return True
+    trio = sys.modules.get("trio")
+    return trio is not None and isinstance(exc, trio.Cancelled)
+
+
+def observed_env(env: Mapping[str, str], observed: Mapping[str, object]) -> dict[str, str]:
+    """``env`` with what observers added to, or changed in, their copy ``observed``.
+
+    The ``CNI_`` variables are ``env``'s, whatever observers did; a variable ``posix_spawn``
+    could not pass (not a string, ``=`` or NUL in its name, NUL in its value) is dropped and
+    logged.
+    """
+    result = dict(env)
+    for key, value in observed.items():
+        if isinstance(key, str) and key.startswith("CNI_"):
+            continue
+        if (
+            isinstance(key, str)
+            and isinstance(value, str)
+            and key
+            and "=" not in key
+            and "\0" not in key
+            and "\0" not in value
+        ):
+            result[key] = value
+        else:
+            logger.warning("an observer set an unusable plugin variable %r; dropped", key)
+    return result
 
 
 class _Guarded(AbstractContextManager[object]):

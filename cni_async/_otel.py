@@ -11,10 +11,8 @@ from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-import anyio
-
 from ._errors import CNIError
-from ._observe import Observer, OperationInfo, PluginRunInfo
+from ._observe import Observer, OperationInfo, PluginRunInfo, is_cancellation
 from ._version import __version__
 
 if TYPE_CHECKING:
@@ -36,12 +34,14 @@ class OpenTelemetryObserver(Observer):
 
     Each pod-API call becomes a span ``cni <method>`` (``cni set_up_pod``, ...) in the caller's
     current context, so it nests under the runtime's own span; each plugin process becomes a
-    child span ``cni <VERB> <plugin>``. When that span has a valid context (an SDK is set up),
-    the plugin gets its
-    context in its environment, as libcni does: ``TRACEPARENT``, and ``TRACESTATE`` and
-    ``BAGGAGE`` when they are not empty (the propagator's keys, upper-cased). Failed spans
+    child span ``cni <VERB> <plugin>``. When that span's context is valid (an SDK is set up, or
+    the caller's context carries a valid span), the plugin gets it in its environment, as
+    libcni's unreleased HEAD does: ``TRACEPARENT``, and ``TRACESTATE`` and ``BAGGAGE`` when they
+    are not empty (the propagator's keys, upper-cased). Failed spans
     carry the exception, the status ``ERROR`` and ``cni.error.code``; cancelled ones
-    ``cni.cancelled``. Attributes never include pod annotations or args.
+    ``cni.cancelled`` (and no error status: the deadline was the caller's). VERSION probes
+    outside any recording span (those of a configuration reload) make no span. Attributes
+    never include pod annotations or args.
 
     :param tracer_provider: where spans go (the global provider by default)
     :param propagator: how the context is written for plugins (the global propagator by
@@ -80,9 +80,8 @@ class OpenTelemetryObserver(Observer):
 
     def _failed(self, span: Span, exc: BaseException) -> None:
         status = self._trace.Status
-        if isinstance(exc, anyio.get_cancelled_exc_class()):
+        if is_cancellation(exc):  # a deadline the caller chose is not an error of ours
             span.set_attribute("cni.cancelled", True)
-            span.set_status(status(self._trace.StatusCode.ERROR, "cancelled"))
             return
         if isinstance(exc, CNIError) and exc.code is not None:
             span.set_attribute("cni.error.code", exc.code)
@@ -110,6 +109,10 @@ class OpenTelemetryObserver(Observer):
             attributes["container.id"] = info.container_id
         if info.ifname is not None:
             attributes["cni.ifname"] = info.ifname
+        if info.verb == "VERSION" and not self._trace.get_current_span().is_recording():
+            # the probes of a reload, outside any operation: no root span per plugin and reload
+            yield
+            return
         with self._span(f"cni {info.verb} {info.plugin}", attributes) as span:
             if span.get_span_context().is_valid:
                 carrier: dict[str, str] = {}

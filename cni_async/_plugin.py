@@ -192,7 +192,12 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
                 if len(group.exceptions) != 1:
                     raise
                 only = group.exceptions[0]
-                raise only from only.__cause__
+                context, suppress = only.__context__, only.__suppress_context__
+                try:
+                    raise only
+                finally:  # raising it here made the group its context: undo that
+                    only.__context__, only.__suppress_context__ = context, suppress
+                    del only
         finally:
             self._closed = True
             self._events.close()
@@ -458,11 +463,12 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
         except BaseException as exc:
             rolled_back = [attachments[i] for i in sorted(started)]
             rollback_errors = await self._rollback(pod.id, rolled_back, earlier)
-            self._observers.rolled_back(
-                operation_info("set_up_pod", pod),
-                [a.network.name for a in rolled_back],
-                rollback_errors,
-            )
+            if rolled_back:
+                self._observers.rolled_back(
+                    operation_info("set_up_pod", pod),
+                    [a.network.name for a in rolled_back],
+                    rollback_errors,
+                )
             if rollback_errors and isinstance(exc, PodNetworkError):
                 raise PodNetworkError(
                     exc.pod, "set-up", exc.errors, rollback_errors=rollback_errors
@@ -476,25 +482,39 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
     async def _rollback(
         self, container_id: str, attachments: list[Attachment], earlier: list[CacheEntry]
     ) -> list[CNIError]:
-        """DEL every attachment, shielded, within ``cleanup_timeout``; return the failures.
+        """DEL every attachment, shielded, within ``cleanup_timeout``; return the failures, one
+        per network whose DEL failed or did not finish in time.
 
         The intent is kept when anything failed, so a later teardown or GC finds it.
         """
-        errors: list[CNIError] = []
-        with anyio.move_on_after(self._cleanup_timeout, shield=True) as scope:
-            errors = await self._detach_all(attachments)
-            if not errors:
+        failed: dict[int, CNIError] = {}
+        finished: set[int] = set()
+        with anyio.move_on_after(self._cleanup_timeout, shield=True):
+            await self._detach_into(attachments, failed, finished)
+            if not failed:
                 await self._settle_intent(container_id, earlier)
-        if scope.cancelled_caught:
-            errors.append(
-                CNIError(f"rollback did not finish within {self._cleanup_timeout} s", verb="DEL")
-            )
+        for index, a in enumerate(attachments):
+            if index not in finished:  # stopped by cleanup_timeout
+                failed[index] = CNIError(
+                    f"rollback DEL did not finish within {self._cleanup_timeout} s",
+                    verb="DEL",
+                    network=a.network.name,
+                )
+        errors = [failed[i] for i in sorted(failed)]
         for error in errors:
             logger.error("rollback DEL failed: %s", error)
         return errors
 
     async def _detach_all(self, attachments: Sequence[Attachment]) -> list[CNIError]:
         errors: dict[int, CNIError] = {}
+        await self._detach_into(attachments, errors, set())
+        return [errors[i] for i in sorted(errors)]
+
+    async def _detach_into(
+        self, attachments: Sequence[Attachment], errors: dict[int, CNIError], finished: set[int]
+    ) -> None:
+        """DEL every attachment concurrently; record failures by index in ``errors`` and every
+        DEL that ran to its end (failed or not) in ``finished``, as they happen."""
 
         async def detach(index: int) -> None:
             a = attachments[index]
@@ -503,11 +523,11 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
             except CNIError as exc:
                 exc.add_context(network=a.network.name)
                 errors[index] = exc
+            finished.add(index)
 
         async with anyio.create_task_group() as tg:
             for index in range(len(attachments)):
                 tg.start_soon(detach, index)
-        return [errors[i] for i in sorted(errors)]
 
     # -- teardown -----------------------------------------------------------------------------
 

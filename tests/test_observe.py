@@ -154,7 +154,9 @@ def test_metrics_buckets() -> None:
 class Recorder(Observer):
     """Records every call; optionally misbehaves."""
 
-    def __init__(self, *, fail: str = "", swallow: bool = False, env: dict[str, str] | None = None):
+    def __init__(
+        self, *, fail: str = "", swallow: bool = False, env: dict[str, object] | None = None
+    ):
         self.fail = fail
         self.swallow = swallow
         self.env = env or {}
@@ -178,7 +180,8 @@ class Recorder(Observer):
     @contextmanager
     def plugin_run(self, info: PluginRunInfo, env: MutableMapping[str, str]) -> Iterator[None]:
         self.seen.append(("run", info))
-        env.update(self.env)
+        for key, value in self.env.items():
+            env[key] = value  # type: ignore[assignment]  # observers are other people's code
         yield
 
     def rolled_back(
@@ -222,7 +225,16 @@ async def test_an_observer_cannot_swallow_errors_or_change_cni_variables(
 ) -> None:
     sneaky = Recorder(
         swallow=True,
-        env={"CNI_COMMAND": "DEL", "CNI_NETNS": "/elsewhere", "CNI_EXTRA": "x", "MY_VAR": "1"},
+        env={
+            "CNI_COMMAND": "DEL",
+            "CNI_NETNS": "/elsewhere",
+            "CNI_EXTRA": "x",
+            "MY_VAR": "1",
+            "PATH": "/opt/observer/bin",
+            "A=B": "x",
+            "NUL": "a\0b",
+            "NUMBER": 5,
+        },
     )
     async with plugin(dirs, sneaky) as cni:
         p = pod(net, "neta")
@@ -232,6 +244,8 @@ async def test_an_observer_cannot_swallow_errors_or_change_cni_variables(
         assert add["env"]["CNI_NETNS"] == p.netns
         assert "CNI_EXTRA" not in add["env"]
         assert add["env"]["MY_VAR"] == "1"
+        assert add["env"]["PATH"] == "/opt/observer/bin"  # not a CNI_ variable: may be changed
+        assert not {"A", "NUL", "NUMBER"} & set(add["env"])
         fakes["fa"].on("CHECK", stdout={"code": 7, "msg": "bad"}, exit=1)
         with pytest.raises(PodNetworkError):
             await cni.get_pod_network_status(p)
@@ -324,13 +338,28 @@ async def test_failed_and_cancelled_spans(
     (add_fb,) = [s for s in finished if s.name == "cni ADD fb"]
     assert add_fb.attributes is not None
     assert add_fb.attributes["cni.cancelled"] is True
-    assert add_fb.status.status_code is StatusCode.ERROR
+    assert add_fb.status.status_code is StatusCode.UNSET  # the caller's deadline, not an error
+    assert add_fb.events == ()
     setups = [s for s in finished if s.name == "cni set_up_pod"]
-    assert [s.status.status_code for s in setups] == [StatusCode.ERROR, StatusCode.ERROR]
+    assert [s.status.status_code for s in setups] == [StatusCode.ERROR, StatusCode.UNSET]
+    assert setups[1].attributes is not None and setups[1].attributes["cni.cancelled"] is True
     # the rollback DELs ran inside the set-up span, and succeeded
     dels = [s for s in finished if s.name.startswith("cni DEL")]
     assert len(dels) == 2
     assert all(d.status.status_code is not StatusCode.ERROR for d in dels)
+
+
+async def test_reload_probes_make_no_root_spans(
+    dirs: dict[str, Path],
+    fakes: dict[str, FakePlugin],
+    spans: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    provider, exporter = spans
+    async with plugin(dirs, OpenTelemetryObserver(tracer_provider=provider)) as cni:
+        await cni.reload()
+        with provider.get_tracer("runtime").start_as_current_span("outer"):
+            await cni.engine.get_version_info("fa")
+    assert [s.name for s in exporter.get_finished_spans()] == ["cni VERSION fa", "outer"]
 
 
 async def test_no_traceparent_without_a_tracer(

@@ -201,6 +201,50 @@ async def test_cancellation_rolls_back(
     assert children() == []
 
 
+async def test_rollback_past_cleanup_timeout_names_each_network(
+    dirs: dict[str, Path], fakes: dict[str, FakePlugin], net: Sandbox
+) -> None:
+    write_conflist(dirs["conf"], "neta", [{"type": "fa"}], filename="10-neta.conflist")
+    write_conflist(dirs["conf"], "netb", [{"type": "fb"}], filename="20-netb.conflist")
+    write_conflist(dirs["conf"], "netc", [{"type": "fc"}], filename="30-netc.conflist")
+    fakes["fa"].on("ADD", stdout={"code": 11, "msg": "busy"}, exit=1, sleep=0.3)
+    fakes["fb"].on("DEL", sleep=30)
+    fakes["fc"].on("DEL", stdout={"code": 7, "msg": "cannot"}, exit=1)
+    async with CNIPlugin(
+        str(dirs["conf"]), [str(dirs["bin"])], str(dirs["cache"]), watch=False, cleanup_timeout=1
+    ) as cni:
+        with pytest.raises(PodNetworkError) as info:
+            await cni.set_up_pod(pod(net, "neta", "netb", "netc"))
+    failed = {e.network: e for e in info.value.rollback_errors}
+    assert set(failed) == {"netb", "netc"}  # netb's DEL timed out, netc's failed; neta's worked
+    assert "did not finish within 1 s" in failed["netb"].message
+    assert failed["netc"].code == 7
+    assert "ROLLBACK FAILED for 'netb', 'netc'" in str(info.value)
+
+
+async def test_waiting_for_a_process_slot_is_not_the_plugins_time(
+    dirs: dict[str, Path], fakes: dict[str, FakePlugin], net: Sandbox
+) -> None:
+    write_conflist(dirs["conf"], "neta", [{"type": "fa"}])
+    fakes["fa"].on("ADD", sleep=1.2)
+    async with CNIPlugin(
+        str(dirs["conf"]),
+        [str(dirs["bin"])],
+        str(dirs["cache"]),
+        watch=False,
+        max_concurrent_execs=1,
+        timeouts={"ADD": 2.0},
+    ) as cni:
+        pods = [pod(net, "neta", name=f"p{i}") for i in range(2)]
+        async with anyio.create_task_group() as tg:  # the second waits ~1.2 s for the slot
+            for p in pods:
+                tg.start_soon(cni.set_up_pod, p)
+        for p in pods:
+            await cni.tear_down_pod(p)
+    first, second = sorted(c["time"] for c in fakes["fa"].calls("ADD"))
+    assert second - first >= 1.1
+
+
 async def test_duplicate_ifnames_rejected_before_any_plugin(
     cni: CNIPlugin, net: Sandbox, fakes: dict[str, FakePlugin]
 ) -> None:
@@ -404,6 +448,14 @@ async def test_exceptions_leave_the_block_unwrapped(
             except ValueError as exc:
                 raise KeyError("outer") from exc
     assert isinstance(info.value.__cause__, ValueError)
+    with pytest.raises(KeyError) as info:
+        async with CNIPlugin(str(dirs["conf"]), [str(dirs["bin"])], watch=watch):
+            try:
+                raise ValueError("inner")
+            except ValueError:
+                raise KeyError("outer")  # noqa: B904 - the implicit context is the point
+    assert isinstance(info.value.__context__, ValueError)
+    assert not info.value.__suppress_context__
     # a group the body raises itself comes out as that group
     with pytest.raises(ExceptionGroup) as group:
         async with CNIPlugin(str(dirs["conf"]), [str(dirs["bin"])], watch=watch):
