@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from .support.netns import Sandbox
+from .support.netns import Sandbox, addresses, node_plugins, require_real_plugins
 from .support.plugins import FakePlugin, write_conflist
 
 
@@ -156,3 +156,58 @@ def test_bench_needs_its_arguments_only() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "--concurrency" in out.stdout and "--config" in out.stdout
+
+
+def console_script() -> str:
+    """The installed ``cni-async`` entry point, next to this interpreter."""
+    script = Path(sys.executable).with_name("cni-async")
+    if not script.exists():
+        pytest.skip("the cni-async console script is not installed (pip install -e .)")
+    return str(script)
+
+
+@pytest.mark.privileged
+def test_console_script_on_real_plugins(tmp_path: Path, net: Sandbox) -> None:
+    """The installed script, cnitool's verbs, Debian's bridge and host-local in a node netns."""
+    require_real_plugins("bridge", "host-local")
+    conf, ipam = tmp_path / "conf", tmp_path / "ipam"
+    bridge = {
+        "type": "bridge",
+        "bridge": f"{net.prefix}b",
+        "isGateway": True,
+        "ipam": {"type": "host-local", "subnet": "10.215.3.0/24", "dataDir": str(ipam)},
+    }
+    write_conflist(conf, "realnet", [bridge], version="1.0.0")
+    env = {
+        **os.environ,
+        "NETCONFPATH": str(conf),
+        "CNI_PATH": node_plugins(net, str(tmp_path / "bin"), "bridge", "host-local"),
+        "CNI_CACHE_DIR": str(tmp_path / "cache"),
+    }
+    netns = net.netns("real")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [console_script(), *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            check=False,
+        )
+
+    listed = run("networks", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout)["default"] == "realnet"
+    added = run("add", "realnet", netns)
+    assert added.returncode == 0, added.stderr
+    [address] = [ip["address"] for ip in json.loads(added.stdout)["ips"]]
+    assert address.startswith("10.215.3.")
+    assert addresses(netns, "eth0") == [address]
+    assert run("check", "realnet", netns).returncode == 0
+    leases = [f for f in os.listdir(ipam / "realnet") if f[0].isdigit()]
+    assert leases == [address.split("/")[0]]
+    deleted = run("del", "realnet", netns)
+    assert deleted.returncode == 0, deleted.stderr
+    assert [f for f in os.listdir(ipam / "realnet") if f[0].isdigit()] == []
+    assert os.listdir(tmp_path / "cache" / "results") == []
