@@ -1,12 +1,16 @@
-"""Netlink inside a pod's network namespace, with pyroute2 and without forking.
+"""Netlink inside a pod's network namespace, without forking.
 
 A netlink socket stays bound to the namespace it was created in, so only its creation needs to
 happen inside the pod's namespace: the calling thread ``setns()``es in, creates the socket and
 returns at once (about 50 us, measured). The exchange itself runs in a worker thread, because
 the kernel serves it under its global RTNL lock, which plugins hold while they build bridges and
-veths; no worker thread ever enters another namespace. pyroute2's message classes encode the
-requests and decode the answers, and each call sends exactly the requests it needs (pyroute2's
-own ``netns=`` option forks a helper process per socket, many times slower).
+veths; no worker thread ever enters another namespace. Each call sends exactly the requests it
+needs (pyroute2's own ``netns=`` option forks a helper process per socket, many times slower).
+
+The two requests of every pod's hot path (bring ``lo`` up, read its flags) are fixed 32-byte
+messages packed with :mod:`struct`; pyroute2's message classes are imported, and used, only to
+read an interface's addresses (a status without a cached result), since importing pyroute2 alone
+costs more CPU than hundreds of pod cycles spend on netlink.
 """
 
 from __future__ import annotations
@@ -78,30 +82,25 @@ def _exchange(sock: socket.socket, work: Callable[[socket.socket], T]) -> T:
         return work(sock)
 
 
-_NLMSG_HEADER: Final = struct.Struct("=IHHII")
+_NLMSG_HEADER: Final = struct.Struct("=IHHII")  # length, type, flags, sequence, port
 _NLMSG_ERROR_CODE: Final = struct.Struct("=i")
+_IFINFOMSG: Final = struct.Struct("=BxHiII")  # family, pad, type, index, flags, change
+_NLMSG_ERROR: Final = 2
+_NLMSG_DONE: Final = 3
+_NLM_F_REQUEST: Final = 0x1
+_NLM_F_ACK: Final = 0x4
+_NLM_F_DUMP: Final = 0x300
+_RTM_NEWLINK: Final = 16
+_RTM_GETLINK: Final = 18
 
 
-def _request(
-    sock: socket.socket, msg: Any, msg_type: int, flags: int, *, decode: bool = True
-) -> list[Any]:
-    """Send one request (a pyroute2 message); return the replies up to the end of the answer.
-
-    pyroute2's message classes encode and decode; the socket is a plain one, because
-    pyroute2's socket classes each start an event loop of their own, which costs more than the
-    whole exchange. With ``decode=False`` the replies are raw ``bytes`` (for callers that read
-    one fixed field and need no pyroute2 decoding).
+def _exchange_raw(sock: socket.socket, request: bytes, flags: int) -> list[bytes]:
+    """Send one encoded request; return the raw replies up to the end of the answer.
 
     :raises OSError: the kernel answered with an error
     """
-    from pyroute2.netlink import NLM_F_DUMP, NLMSG_DONE, NLMSG_ERROR
-
-    msg["header"]["type"] = msg_type
-    msg["header"]["flags"] = flags
-    msg["header"]["sequence_number"] = 1
-    msg.encode()
-    sock.send(msg.data)
-    replies: list[Any] = []
+    sock.send(request)
+    replies: list[bytes] = []
     while True:
         data = sock.recv(65536)
         offset = 0
@@ -109,30 +108,53 @@ def _request(
             length, kind, _flags, _seq, _pid = _NLMSG_HEADER.unpack_from(data, offset)
             if length < _NLMSG_HEADER.size:
                 raise OSError(errno.EPROTO, "malformed netlink message")
-            if kind == NLMSG_ERROR:
+            if kind == _NLMSG_ERROR:
                 (code,) = _NLMSG_ERROR_CODE.unpack_from(data, offset + _NLMSG_HEADER.size)
                 if code:
                     raise OSError(-code, os.strerror(-code))
                 return replies
-            if kind == NLMSG_DONE:
+            if kind == _NLMSG_DONE:
                 return replies
-            raw = data[offset : offset + length]
-            if decode:
-                reply = type(msg)(raw)
-                reply.decode()
-                replies.append(reply)
-            else:
-                replies.append(raw)
+            replies.append(data[offset : offset + length])
             offset += (length + 3) & ~3
-        if not flags & NLM_F_DUMP:
+        if not flags & _NLM_F_DUMP:
             return replies
+
+
+def _link_request(msg_type: int, flags: int, index: int, ifi_flags: int, change: int) -> bytes:
+    """An attribute-less ``ifinfomsg`` request (the two requests ``lo`` needs)."""
+    size = _NLMSG_HEADER.size + _IFINFOMSG.size
+    return _NLMSG_HEADER.pack(size, msg_type, flags, 1, 0) + _IFINFOMSG.pack(
+        0, 0, index, ifi_flags, change
+    )
+
+
+def _request(sock: socket.socket, msg: Any, msg_type: int, flags: int) -> list[Any]:
+    """Send one request (a pyroute2 message); return the decoded replies.
+
+    pyroute2's message classes encode and decode; the socket is a plain one, because
+    pyroute2's socket classes each start an event loop of their own, which costs more than the
+    whole exchange.
+
+    :raises OSError: the kernel answered with an error
+    """
+    msg["header"]["type"] = msg_type
+    msg["header"]["flags"] = flags
+    msg["header"]["sequence_number"] = 1
+    msg.encode()
+    replies = []
+    for raw in _exchange_raw(sock, msg.data, flags):
+        reply = type(msg)(raw)
+        reply.decode()
+        replies.append(reply)
+    return replies
 
 
 def _load_pyroute2() -> None:
     """Import the pyroute2 modules the worker threads use, here, in the calling thread.
 
-    pyroute2 is imported only when a pod's namespace is first touched; doing its first import
-    from several worker threads at once trips over its circular imports.
+    pyroute2 is imported only when an interface's addresses are first read; doing its first
+    import from several worker threads at once trips over its circular imports.
     """
     import pyroute2.netlink.rtnl.ifaddrmsg
     import pyroute2.netlink.rtnl.ifinfmsg  # noqa: F401
@@ -146,7 +168,6 @@ async def _run_in_namespace(
     ``inline`` runs it in the calling thread instead: only for requests the kernel serves
     without the RTNL lock (reading one link), where the thread hop would cost more.
     """
-    _load_pyroute2()
     try:
         sock = _socket_in(netns)
         try:
@@ -177,16 +198,14 @@ _NETLINK_TIMEOUT: Final = 2.0
 _RT_SCOPE_UNIVERSE: Final = 0
 
 
-def _set_lo_up(sock: socket.socket) -> None:
-    from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST
-    from pyroute2.netlink.rtnl import RTM_NEWLINK
-    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+_SET_LO_UP: Final = _link_request(
+    _RTM_NEWLINK, _NLM_F_REQUEST | _NLM_F_ACK, _LOOPBACK_INDEX, _IFF_UP, _IFF_UP
+)
+_GET_LO: Final = _link_request(_RTM_GETLINK, _NLM_F_REQUEST, _LOOPBACK_INDEX, 0, 0)
 
-    msg = ifinfmsg()
-    msg["index"] = _LOOPBACK_INDEX
-    msg["flags"] = _IFF_UP
-    msg["change"] = _IFF_UP
-    _request(sock, msg, RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK)
+
+def _set_lo_up(sock: socket.socket) -> None:
+    _exchange_raw(sock, _SET_LO_UP, _NLM_F_REQUEST | _NLM_F_ACK)
 
 
 async def loopback_up(netns: str) -> None:
@@ -236,19 +255,9 @@ def _read_interface(ifname: str) -> Callable[[Any], InterfaceState | None]:
     return work
 
 
-_IFINFO_FLAGS: Final = struct.Struct("=I")
-_IFINFO_FLAGS_OFFSET: Final = 16 + 8  # nlmsghdr, then family, pad, type, index
-
-
 def _lo_is_up(sock: socket.socket) -> bool:
-    from pyroute2.netlink import NLM_F_REQUEST
-    from pyroute2.netlink.rtnl import RTM_GETLINK
-    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
-
-    query = ifinfmsg()
-    query["index"] = _LOOPBACK_INDEX
-    [raw] = _request(sock, query, RTM_GETLINK, NLM_F_REQUEST, decode=False)
-    (flags,) = _IFINFO_FLAGS.unpack_from(raw, _IFINFO_FLAGS_OFFSET)
+    [raw] = _exchange_raw(sock, _GET_LO, _NLM_F_REQUEST)
+    _family, _type, _index, flags, _change = _IFINFOMSG.unpack_from(raw, _NLMSG_HEADER.size)
     return bool(flags & _IFF_UP)
 
 
@@ -266,4 +275,5 @@ async def interface_state(netns: str, ifname: str) -> InterfaceState | None:
 
     :raises NamespaceError: if the namespace does not exist
     """
+    _load_pyroute2()
     return await _run_in_namespace(netns, _read_interface(ifname))
