@@ -12,7 +12,9 @@ one; and the three names are validated before any path is built, on every operat
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+from collections.abc import Callable
 from typing import Any, Final
 
 import anyio
@@ -109,8 +111,12 @@ class ResultCache:
 
     async def _store(self, directory: str, path: str, data: bytes, network: str | None) -> None:
         """Write ``data`` to ``path`` atomically and durably, in a worker thread."""
+        await anyio.to_thread.run_sync(self._store_now, directory, path, data, network)
+
+    def _store_now(self, directory: str, path: str, data: bytes, network: str | None) -> None:
+        """Write ``data`` to ``path`` atomically and durably, in the calling thread."""
         try:
-            await anyio.to_thread.run_sync(_write_atomically, directory, self.tmp_dir, path, data)
+            _write_atomically(directory, self.tmp_dir, path, data)
         except OSError as exc:
             raise CacheError(
                 f"failed to write {path}: {exc.strerror or exc}; check that {directory} is a "
@@ -130,11 +136,21 @@ class ResultCache:
 
         :raises CacheError: if it could not be written (then nothing should be attached)
         """
+        await anyio.to_thread.run_sync(self.intent_writer(container_id, attachments))
+
+    def intent_writer(self, container_id: str, attachments: list[CacheEntry]) -> Callable[[], None]:
+        """:meth:`write_intent` as a blocking function, for a worker thread that has other
+        work to do too (validated and encoded here, in the calling thread).
+
+        The function raises :class:`~cni_async.CacheError` if the intent could not be written.
+        """
         for entry in attachments:
             validate_attachment(entry.container_id, entry.network_name, entry.if_name)
         path = self.intent_path(container_id)
         intent = Intent(kind=INTENT_KIND, container_id=container_id, attachments=attachments)
-        await self._store(self.intents_dir, path, _encoder.encode(intent), None)
+        return functools.partial(
+            self._store_now, self.intents_dir, path, _encoder.encode(intent), None
+        )
 
     async def read_intent(self, container_id: str) -> list[CacheEntry]:
         """The attachments an unfinished set-up of ``container_id`` recorded (or none)."""

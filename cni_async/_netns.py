@@ -160,36 +160,51 @@ def _load_pyroute2() -> None:
     import pyroute2.netlink.rtnl.ifinfmsg  # noqa: F401
 
 
+def _namespace_error(netns: str, exc: Exception) -> NamespaceError:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOENT, errno.EINVAL):
+        return NamespaceError(
+            f"network namespace {netns!r} does not exist or is not a network namespace",
+            netns=netns,
+        )
+    # pyroute2's decoding errors are not OSErrors
+    shown = str(exc) if isinstance(exc, OSError) else repr(exc)
+    return NamespaceError(f"netlink in network namespace {netns!r} failed: {shown}", netns=netns)
+
+
 async def _run_in_namespace(
-    netns: str, work: Callable[[socket.socket], T], *, inline: bool = False
+    netns: str,
+    work: Callable[[socket.socket], T],
+    *,
+    inline: bool = False,
+    then: Callable[[], None] | None = None,
 ) -> T:
     """Run ``work`` on a netlink socket in ``netns``, in a worker thread.
 
     ``inline`` runs it in the calling thread instead: only for requests the kernel serves
-    without the RTNL lock (reading one link), where the thread hop would cost more.
+    without the RTNL lock (reading one link), where the thread hop would cost more. ``then``
+    runs in the same thread once ``work`` succeeded; its exceptions propagate as they are.
     """
+
+    def in_thread(sock: socket.socket) -> T:
+        try:
+            result = _exchange(sock, work)
+        except Exception as exc:
+            raise _namespace_error(netns, exc) from exc
+        if then is not None:
+            then()
+        return result
+
     try:
         sock = _socket_in(netns)
-        try:
-            if inline:
-                await anyio.lowlevel.checkpoint()
-                return _exchange(sock, work)
-            return await anyio.to_thread.run_sync(_exchange, sock, work)
-        finally:
-            sock.close()  # if cancelled before the worker thread took it over
     except OSError as exc:
-        if exc.errno in (errno.ENOENT, errno.EINVAL):
-            raise NamespaceError(
-                f"network namespace {netns!r} does not exist or is not a network namespace",
-                netns=netns,
-            ) from exc
-        raise NamespaceError(
-            f"netlink in network namespace {netns!r} failed: {exc}", netns=netns
-        ) from exc
-    except Exception as exc:  # pyroute2's decoding errors are not OSErrors
-        raise NamespaceError(
-            f"netlink in network namespace {netns!r} failed: {exc!r}", netns=netns
-        ) from exc
+        raise _namespace_error(netns, exc) from exc
+    try:
+        if inline:
+            await anyio.lowlevel.checkpoint()
+            return in_thread(sock)
+        return await anyio.to_thread.run_sync(in_thread, sock)
+    finally:
+        sock.close()  # if cancelled before the worker thread took it over
 
 
 _LOOPBACK_INDEX: Final = 1  # the kernel gives every namespace's lo index 1
@@ -208,12 +223,15 @@ def _set_lo_up(sock: socket.socket) -> None:
     _exchange_raw(sock, _SET_LO_UP, _NLM_F_REQUEST | _NLM_F_ACK)
 
 
-async def loopback_up(netns: str) -> None:
+async def loopback_up(netns: str, *, then: Callable[[], None] | None = None) -> None:
     """Bring ``lo`` up inside the namespace at path ``netns``.
+
+    ``then`` (a blocking function) runs in the same worker thread right after ``lo`` is up, so
+    both cost one thread hop; its exceptions propagate unchanged.
 
     :raises NamespaceError: if the namespace does not exist
     """
-    await _run_in_namespace(netns, _set_lo_up)
+    await _run_in_namespace(netns, _set_lo_up, then=then)
 
 
 class InterfaceState:

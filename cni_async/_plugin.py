@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Final, Self
 
@@ -361,8 +361,9 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
             ]
             async with self._pod_locks.hold((pod.namespace, pod.name)):
                 started = time.perf_counter()
-                await loopback_up(pod.netns)
-                earlier = await self._record_intent(pod.id, attachments)
+                earlier, write_intent = await self._intent_record(pod.id, attachments)
+                # One thread hop for both: lo up, then the intent, durable before any ADD.
+                await loopback_up(pod.netns, then=write_intent)
                 results = await self._attach_all(pod, attachments, earlier)
             logger.info(
                 "set up pod %s/%s on %s in %.1f ms",
@@ -381,11 +382,12 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
                 for a, r in zip(attachments, results, strict=True)
             ]
 
-    async def _record_intent(
+    async def _intent_record(
         self, container_id: str, attachments: list[Attachment]
-    ) -> list[CacheEntry]:
-        """Durably record what this set-up will attach; return what an earlier, unfinished
-        set-up of the same container recorded and this one does not cover."""
+    ) -> tuple[list[CacheEntry], Callable[[], None]]:
+        """What an earlier, unfinished set-up of the same container recorded and this one does
+        not cover, and a blocking function that durably records this set-up's attachments
+        (those included)."""
         cache = self._engine.cache
         ours = {(a.network.name, a.rt.ifname) for a in attachments}
         earlier = [
@@ -393,8 +395,9 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
             for e in await cache.read_intent(container_id)
             if (e.network_name, e.if_name) not in ours
         ]
-        await cache.write_intent(container_id, [*earlier, *map(intent_entry, attachments)])
-        return earlier
+        return earlier, cache.intent_writer(
+            container_id, [*earlier, *map(intent_entry, attachments)]
+        )
 
     async def _settle_intent(self, container_id: str, earlier: list[CacheEntry]) -> None:
         """The set-up is settled (attached and cached, or rolled back): keep only what an
