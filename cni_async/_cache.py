@@ -100,18 +100,38 @@ class ResultCache:
         await anyio.lowlevel.checkpoint()
         return _read_or_none(path)
 
-    async def write(self, entry: CacheEntry) -> None:
+    async def write(self, entry: CacheEntry, *, then: Callable[[], None] | None = None) -> None:
         """Write ``entry`` atomically, replacing any previous entry for the same attachment.
+
+        ``then`` (a blocking function) runs in the same worker thread once the entry is
+        durable, so both cost one thread hop; it is not run if the write failed.
 
         :raises CacheError: if the entry could not be written
         """
         entry.kind = CACHE_KIND
         path = self.path(entry.network_name, entry.container_id, entry.if_name)
-        await self._store(self.results_dir, path, _encoder.encode(entry), entry.network_name)
+        await self._store(
+            self.results_dir, path, _encoder.encode(entry), entry.network_name, then=then
+        )
 
-    async def _store(self, directory: str, path: str, data: bytes, network: str | None) -> None:
-        """Write ``data`` to ``path`` atomically and durably, in a worker thread."""
-        await anyio.to_thread.run_sync(self._store_now, directory, path, data, network)
+    async def _store(
+        self,
+        directory: str,
+        path: str,
+        data: bytes,
+        network: str | None,
+        *,
+        then: Callable[[], None] | None = None,
+    ) -> None:
+        """Write ``data`` to ``path`` atomically and durably, then run ``then``, in a worker
+        thread."""
+
+        def store() -> None:
+            self._store_now(directory, path, data, network)
+            if then is not None:
+                then()
+
+        await anyio.to_thread.run_sync(store)
 
     def _store_now(self, directory: str, path: str, data: bytes, network: str | None) -> None:
         """Write ``data`` to ``path`` atomically and durably, in the calling thread."""
@@ -160,9 +180,14 @@ class ResultCache:
 
     async def remove_intent(self, container_id: str) -> None:
         """Forget ``container_id``'s intent; a missing one is not an error."""
-        path = self.intent_path(container_id)
+        remove = self.intent_remover(container_id)
         await anyio.lowlevel.checkpoint()
-        _unlink_quietly(path)
+        remove()
+
+    def intent_remover(self, container_id: str) -> Callable[[], None]:
+        """:meth:`remove_intent` as a blocking function that never fails, for a worker thread
+        that has other work to do too."""
+        return functools.partial(_unlink_quietly, self.intent_path(container_id))
 
     async def intents(self) -> dict[str, list[CacheEntry]]:
         """Every recorded intent, by container ID."""

@@ -424,10 +424,25 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
                 errors[index] = exc
                 tg.cancel_scope.cancel()  # stop the siblings; they are rolled back below
 
+        settled = False
         try:
-            async with anyio.create_task_group() as tg:
-                for index in range(len(attachments)):
-                    tg.start_soon(attach, index, tg)
+            if len(attachments) == 1:
+                # One network: no task group, and the intent is dropped in the cache write's
+                # worker thread, once the entry is durable (a removal cannot fail).
+                started.append(0)
+                a = attachments[0]
+                remove = None if earlier else self._engine.cache.intent_remover(pod.id)
+                try:
+                    results[0] = await self._engine.add_network_list(
+                        a.network, a.rt, after_cached=remove
+                    )
+                    settled = remove is not None
+                except CNIError as exc:
+                    errors[0] = exc
+            else:
+                async with anyio.create_task_group() as tg:
+                    for index in range(len(attachments)):
+                        tg.start_soon(attach, index, tg)
             if errors:
                 raise PodNetworkError(
                     f"{pod.namespace}/{pod.name}",
@@ -445,7 +460,8 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
             for error in rollback_errors:
                 exc.add_note(f"rollback failed: {error}")
             raise
-        await self._settle_intent(pod.id, earlier)
+        if not settled:
+            await self._settle_intent(pod.id, earlier)
         return [results[i] for i in range(len(attachments))]
 
     async def _rollback(
@@ -479,9 +495,12 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
                 exc.add_context(network=a.network.name)
                 errors[index] = exc
 
-        async with anyio.create_task_group() as tg:
-            for index in range(len(attachments)):
-                tg.start_soon(detach, index)
+        if len(attachments) == 1:
+            await detach(0)  # no task group for a single network
+        else:
+            async with anyio.create_task_group() as tg:
+                for index in range(len(attachments)):
+                    tg.start_soon(detach, index)
         return [errors[i] for i in sorted(errors)]
 
     # -- teardown -----------------------------------------------------------------------------
@@ -634,9 +653,12 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
                         exc.add_context(network=attachments[index].network.name)
                         errors[index] = exc
 
-                async with anyio.create_task_group() as tg:
-                    for index in range(len(attachments)):
-                        tg.start_soon(status, index)
+                if len(attachments) == 1:
+                    await status(0)  # no task group for a single network
+                else:
+                    async with anyio.create_task_group() as tg:
+                        for index in range(len(attachments)):
+                            tg.start_soon(status, index)
             if errors:
                 raise PodNetworkError(
                     f"{pod.namespace}/{pod.name}", "status", [errors[i] for i in sorted(errors)]
