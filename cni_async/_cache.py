@@ -301,13 +301,23 @@ def _unlink_quietly(path: str) -> None:
         os.unlink(path)
 
 
+def _make_directories(*directories: str) -> None:
+    for directory in directories:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+
+
 def _write_atomically(directory: str, tmp_dir: str, path: str, data: bytes) -> None:
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    os.makedirs(tmp_dir, mode=0o700, exist_ok=True)
     # The temporary file lives beside results/, never in it: Go's GetCachedAttachments lists
     # every file there and would take a leftover temporary file for an attachment.
     tmp = os.path.join(tmp_dir, f"{os.path.basename(path)}.{os.getpid()}-{id(data):x}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    # The directories are made when missing (the first write, or removed since), not checked
+    # before every write.
+    try:
+        fd = os.open(tmp, flags, 0o600)
+    except FileNotFoundError:
+        _make_directories(directory, tmp_dir)
+        fd = os.open(tmp, flags, 0o600)
     try:
         try:
             view = memoryview(data)
@@ -316,7 +326,11 @@ def _write_atomically(directory: str, tmp_dir: str, path: str, data: bytes) -> N
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.rename(tmp, path)
+        try:
+            os.rename(tmp, path)
+        except FileNotFoundError:
+            _make_directories(directory)
+            os.rename(tmp, path)
     except BaseException:
         _unlink_quietly(tmp)
         raise
