@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import logging
 import os
 import select
@@ -262,7 +261,7 @@ def _group_has_others(pgid: int) -> bool:
 
 
 def _nonblocking(fd: int) -> None:
-    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
+    os.set_blocking(fd, False)
 
 
 class _PluginRun:
