@@ -104,7 +104,8 @@ class ResultCache:
         """Write ``entry`` atomically, replacing any previous entry for the same attachment.
 
         ``then`` (a blocking function) runs in the same worker thread once the entry is
-        durable, so both cost one thread hop; it is not run if the write failed.
+        durable, so both cost one thread hop; it is not run if the write failed, and its
+        exceptions propagate unchanged.
 
         :raises CacheError: if the entry could not be written
         """
