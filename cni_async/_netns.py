@@ -17,18 +17,26 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import logging
 import os
 import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Final, TypeVar
 
 import anyio
 
 from ._errors import NamespaceError
 
-__all__ = ["InterfaceState", "interface_state", "loopback_is_up", "loopback_up"]
+__all__ = [
+    "InterfaceState",
+    "interface_state",
+    "loopback_is_up",
+    "loopback_up",
+    "loopback_up_blocking",
+]
 
 T = TypeVar("T")
 
@@ -180,28 +188,13 @@ def _namespace_error(netns: str, exc: Exception) -> NamespaceError:
 
 
 async def _run_in_namespace(
-    netns: str,
-    work: Callable[[socket.socket], T],
-    *,
-    inline: bool = False,
-    then: Callable[[], None] | None = None,
+    netns: str, work: Callable[[socket.socket], T], *, inline: bool = False
 ) -> T:
     """Run ``work`` on a netlink socket in ``netns``, in a worker thread.
 
     ``inline`` runs it in the calling thread instead: only for requests the kernel serves
-    without the RTNL lock (reading one link), where the thread hop would cost more. ``then``
-    runs in the same thread once ``work`` succeeded; its exceptions propagate as they are.
+    without the RTNL lock (reading one link), where the thread hop would cost more.
     """
-
-    def in_thread(sock: socket.socket) -> T:
-        try:
-            result = _exchange(sock, work)
-        except Exception as exc:
-            raise _namespace_error(netns, exc) from exc
-        if then is not None:
-            then()
-        return result
-
     try:
         sock = _socket_in(netns)
     except OSError as exc:
@@ -209,10 +202,17 @@ async def _run_in_namespace(
     try:
         if inline:
             await anyio.lowlevel.checkpoint()
-            return in_thread(sock)
-        return await anyio.to_thread.run_sync(in_thread, sock)
+            return _exchange_in(netns, sock, work)
+        return await anyio.to_thread.run_sync(_exchange_in, netns, sock, work)
     finally:
         sock.close()  # if cancelled before the worker thread took it over
+
+
+def _exchange_in(netns: str, sock: socket.socket, work: Callable[[socket.socket], T]) -> T:
+    try:
+        return _exchange(sock, work)
+    except Exception as exc:
+        raise _namespace_error(netns, exc) from exc
 
 
 _LOOPBACK_INDEX: Final = 1  # the kernel gives every namespace's lo index 1
@@ -231,15 +231,33 @@ def _set_lo_up(sock: socket.socket) -> None:
     _exchange_raw(sock, _SET_LO_UP, _NLM_F_REQUEST | _NLM_F_ACK)
 
 
-async def loopback_up(netns: str, *, then: Callable[[], None] | None = None) -> None:
+async def loopback_up(netns: str) -> None:
     """Bring ``lo`` up inside the namespace at path ``netns``.
-
-    ``then`` (a blocking function) runs in the same worker thread right after ``lo`` is up, so
-    both cost one thread hop; its exceptions propagate unchanged.
 
     :raises NamespaceError: if the namespace does not exist
     """
-    await _run_in_namespace(netns, _set_lo_up, then=then)
+    await _run_in_namespace(netns, _set_lo_up)
+
+
+@contextmanager
+def loopback_up_blocking(netns: str) -> Iterator[Callable[[], None]]:
+    """A blocking function that brings ``lo`` up in ``netns``, for a worker thread that has
+    other work to do too.
+
+    The netlink socket is made on entering, in the calling thread (as with every call here, no
+    worker thread enters the namespace); the function raises :class:`NamespaceError` if the
+    kernel refuses. Leaving the block closes the socket if the function did not run.
+
+    :raises NamespaceError: if the namespace does not exist
+    """
+    try:
+        sock = _socket_in(netns)
+    except OSError as exc:
+        raise _namespace_error(netns, exc) from exc
+    try:
+        yield functools.partial(_exchange_in, netns, sock, _set_lo_up)
+    finally:
+        sock.close()
 
 
 class InterfaceState:

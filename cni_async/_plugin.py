@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Final, Self
 
@@ -59,7 +59,7 @@ from ._events import (
 from ._exec import PluginExecutor
 from ._locks import KeyedLock
 from ._models import NetResult, PodNetwork
-from ._netns import interface_state, loopback_is_up, loopback_up
+from ._netns import interface_state, loopback_is_up, loopback_up_blocking
 from ._results import Interface, IPConfig, Result, Result100
 from ._snapshot import ConfigSnapshot, VersionCache, build_snapshot
 from ._specversion import CURRENT_VERSION, version_at_least_or_false
@@ -361,9 +361,7 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
             ]
             async with self._pod_locks.hold((pod.namespace, pod.name)):
                 started = time.perf_counter()
-                earlier, write_intent = await self._intent_record(pod.id, attachments)
-                # One thread hop for both: lo up, then the intent, durable before any ADD.
-                await loopback_up(pod.netns, then=write_intent)
+                earlier = await self._record_intent(pod.id, attachments, pod.netns)
                 results = await self._attach_all(pod, attachments, earlier)
             logger.info(
                 "set up pod %s/%s on %s in %.1f ms",
@@ -382,12 +380,12 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
                 for a, r in zip(attachments, results, strict=True)
             ]
 
-    async def _intent_record(
-        self, container_id: str, attachments: list[Attachment]
-    ) -> tuple[list[CacheEntry], Callable[[], None]]:
-        """What an earlier, unfinished set-up of the same container recorded and this one does
-        not cover, and a blocking function that durably records this set-up's attachments
-        (those included)."""
+    async def _record_intent(
+        self, container_id: str, attachments: list[Attachment], netns: str
+    ) -> list[CacheEntry]:
+        """Bring ``lo`` up and durably record what this set-up will attach (one worker-thread
+        hop for both, batched with concurrent set-ups); return what an earlier, unfinished
+        set-up of the same container recorded and this one does not cover."""
         cache = self._engine.cache
         ours = {(a.network.name, a.rt.ifname) for a in attachments}
         earlier = [
@@ -395,9 +393,11 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
             for e in await cache.read_intent(container_id)
             if (e.network_name, e.if_name) not in ours
         ]
-        return earlier, cache.intent_writer(
-            container_id, [*earlier, *map(intent_entry, attachments)]
-        )
+        with loopback_up_blocking(netns) as bring_lo_up:
+            await cache.write_intent(
+                container_id, [*earlier, *map(intent_entry, attachments)], before=bring_lo_up
+            )
+        return earlier
 
     async def _settle_intent(self, container_id: str, earlier: list[CacheEntry]) -> None:
         """The set-up is settled (attached and cached, or rolled back): keep only what an
