@@ -88,8 +88,9 @@ class ResultCache:
         self.results_dir = os.path.join(self.cache_dir, "results")
         self.tmp_dir = os.path.join(self.cache_dir, "cni_async-tmp")
         self.intents_dir = os.path.join(self.cache_dir, "cni_async-intents")
-        # Intents and entries are batched apart: an intent's batch may wait for lo bring-up.
-        self._intents = GroupCommit(self.tmp_dir)
+        # Intents are not batched: each one waits for its pod's lo bring-up, which the kernel
+        # serves under its RTNL lock, held for milliseconds by bridge plugins.
+        self._intents = GroupCommit(self.tmp_dir, batch=False)
         self._results = GroupCommit(self.tmp_dir)
 
     def path(self, network: str, container_id: str, ifname: str) -> str:

@@ -8,7 +8,9 @@ arrives alone costs what a single atomic write did.
 
 Each write may carry a blocking ``before`` (run in the worker thread just before its file is
 written; if it raises, nothing is written for that request) and ``after`` (run once its file is
-durable). One request's failure never fails another's.
+durable). One request's failure never fails another's. Requests whose ``before`` may wait long
+belong in a ``GroupCommit(batch=False)``, which gives each request a hop of its own: in a batch
+the wait would hold up every request of it.
 
 Cancellation: a request still waiting for its batch is withdrawn (nothing is written); one whose
 batch is being written waits for the batch to finish, so no write is left in flight when the
@@ -81,10 +83,13 @@ class GroupCommit:
     """Atomic, durable writes of files, batched across concurrent callers.
 
     :param tmp_dir: where temporary files are written before their rename (same filesystem)
+    :param batch: ``False`` writes every request in a hop of its own, concurrently with the
+        others (for requests whose ``before`` may wait long, which would hold up a batch)
     """
 
-    def __init__(self, tmp_dir: str) -> None:
+    def __init__(self, tmp_dir: str, *, batch: bool = True) -> None:
         self.tmp_dir = tmp_dir
+        self.batch = batch
         self._queue: list[_Request] = []
         self._busy = False
 
@@ -106,8 +111,13 @@ class GroupCommit:
 
         :raises CacheError: if the file could not be written
         """
-        await anyio.lowlevel.checkpoint_if_cancelled()
         request = _Request(directory, path, data, network, before, after)
+        if not self.batch:
+            await anyio.to_thread.run_sync(_write_batch, [request], self.tmp_dir)
+            if request.error is not None:
+                raise request.error
+            return
+        await anyio.lowlevel.checkpoint_if_cancelled()
         self._queue.append(request)
         if not self._busy:
             self._busy = True

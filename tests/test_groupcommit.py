@@ -161,3 +161,19 @@ async def test_a_cancelled_follower_waits_for_its_batch(tmp_path: Path, batches:
         tg.start_soon(follower)
     assert batches == [1, 2]
     assert sorted(os.listdir(out)) == ["follower", "lead", "next"]
+
+
+async def test_unbatched_writes_run_side_by_side(tmp_path: Path, batches: list[int]) -> None:
+    commit = GroupCommit(str(tmp_path / "tmp"), batch=False)
+    out = tmp_path / "out"
+    started = time.monotonic()
+    async with anyio.create_task_group() as tg:
+        for i in range(4):
+            tg.start_soon(
+                functools.partial(
+                    commit.write, str(out), str(out / f"f{i}"), b"x", before=slow(0.2)
+                )
+            )
+    assert time.monotonic() - started < 0.6  # concurrently, not one after the other
+    assert batches == [1, 1, 1, 1]
+    assert len(os.listdir(out)) == 4
