@@ -2,7 +2,8 @@
 
 Layers, bottom up: ``_specversion`` (CNI versions), ``_results`` (typed results of every spec
 version and conversion between them), ``_config`` (network configuration files), ``_exec``
-(running one plugin process), ``_cache`` (libcni's on-disk cache), ``_engine`` (plugin chains
+(running one plugin process), ``_cache`` (libcni's on-disk cache, written through
+``_groupcommit``'s batched durable writes), ``_engine`` (plugin chains
 for every CNI verb, libcni's role); then the pod API on top: ``_models`` (PodNetwork and
 friends), ``_snapshot`` (validated configuration generations), ``_events`` and ``_watch``
 (configuration events; inotify as an async iterator), ``_locks`` (per-pod locks), ``_netns``

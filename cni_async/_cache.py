@@ -11,14 +11,16 @@ one; and the three names are validated before any path is built, on every operat
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import os
+from collections.abc import Callable
 from typing import Any, Final
 
 import anyio
 import msgspec
 
 from ._errors import CacheError, InvalidArgument
+from ._groupcommit import GroupCommit, unlink_quietly
 from ._validation import validate_attachment, validate_container_id
 
 __all__ = ["CACHE_KIND", "DEFAULT_CACHE_DIR", "INTENT_KIND", "CacheEntry", "Intent", "ResultCache"]
@@ -86,6 +88,10 @@ class ResultCache:
         self.results_dir = os.path.join(self.cache_dir, "results")
         self.tmp_dir = os.path.join(self.cache_dir, "cni_async-tmp")
         self.intents_dir = os.path.join(self.cache_dir, "cni_async-intents")
+        # Intents are not batched: each one waits for its pod's lo bring-up, which the kernel
+        # serves under its RTNL lock, held for milliseconds by bridge plugins.
+        self._intents = GroupCommit(self.tmp_dir, batch=False)
+        self._results = GroupCommit(self.tmp_dir)
 
     def path(self, network: str, container_id: str, ifname: str) -> str:
         """The entry's path; validates the three names first."""
@@ -98,26 +104,21 @@ class ResultCache:
         await anyio.lowlevel.checkpoint()
         return _read_or_none(path)
 
-    async def write(self, entry: CacheEntry) -> None:
+    async def write(self, entry: CacheEntry, *, then: Callable[[], None] | None = None) -> None:
         """Write ``entry`` atomically, replacing any previous entry for the same attachment.
+
+        Concurrent writes are made in batches (a group commit: one worker thread hop and one
+        directory fsync per batch). ``then`` (a blocking function) runs in the worker thread
+        once the entry is durable; it is not run if the write failed, and its exceptions
+        propagate unchanged.
 
         :raises CacheError: if the entry could not be written
         """
         entry.kind = CACHE_KIND
         path = self.path(entry.network_name, entry.container_id, entry.if_name)
-        await self._store(self.results_dir, path, _encoder.encode(entry), entry.network_name)
-
-    async def _store(self, directory: str, path: str, data: bytes, network: str | None) -> None:
-        """Write ``data`` to ``path`` atomically and durably, in a worker thread."""
-        try:
-            await anyio.to_thread.run_sync(_write_atomically, directory, self.tmp_dir, path, data)
-        except OSError as exc:
-            raise CacheError(
-                f"failed to write {path}: {exc.strerror or exc}; check that {directory} is a "
-                "writable directory",
-                path=path,
-                network=network,
-            ) from exc
+        await self._results.write(
+            self.results_dir, path, _encoder.encode(entry), network=entry.network_name, after=then
+        )
 
     # -- intents: set-ups in flight ---------------------------------------------------------
 
@@ -125,8 +126,18 @@ class ResultCache:
         validate_container_id(container_id)
         return os.path.join(self.intents_dir, container_id)
 
-    async def write_intent(self, container_id: str, attachments: list[CacheEntry]) -> None:
+    async def write_intent(
+        self,
+        container_id: str,
+        attachments: list[CacheEntry],
+        *,
+        before: Callable[[], None] | None = None,
+    ) -> None:
         """Record, durably, the attachments a set-up of ``container_id`` is about to make.
+
+        Concurrent intents are written in batches, as cache entries are. ``before`` (a
+        blocking function) runs in the worker thread just before the intent is written; if it
+        raises, nothing is written and its exception propagates unchanged.
 
         :raises CacheError: if it could not be written (then nothing should be attached)
         """
@@ -134,7 +145,7 @@ class ResultCache:
             validate_attachment(entry.container_id, entry.network_name, entry.if_name)
         path = self.intent_path(container_id)
         intent = Intent(kind=INTENT_KIND, container_id=container_id, attachments=attachments)
-        await self._store(self.intents_dir, path, _encoder.encode(intent), None)
+        await self._intents.write(self.intents_dir, path, _encoder.encode(intent), before=before)
 
     async def read_intent(self, container_id: str) -> list[CacheEntry]:
         """The attachments an unfinished set-up of ``container_id`` recorded (or none)."""
@@ -144,9 +155,14 @@ class ResultCache:
 
     async def remove_intent(self, container_id: str) -> None:
         """Forget ``container_id``'s intent; a missing one is not an error."""
-        path = self.intent_path(container_id)
+        remove = self.intent_remover(container_id)
         await anyio.lowlevel.checkpoint()
-        _unlink_quietly(path)
+        remove()
+
+    def intent_remover(self, container_id: str) -> Callable[[], None]:
+        """:meth:`remove_intent` as a blocking function that never fails, for a worker thread
+        that has other work to do too."""
+        return functools.partial(unlink_quietly, self.intent_path(container_id))
 
     async def intents(self) -> dict[str, list[CacheEntry]]:
         """Every recorded intent, by container ID."""
@@ -199,13 +215,13 @@ class ResultCache:
         for name in names:
             pid = name.rsplit(".", 1)[-1].split("-", 1)[0]
             if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
-                _unlink_quietly(os.path.join(self.tmp_dir, name))
+                unlink_quietly(os.path.join(self.tmp_dir, name))
 
     async def remove(self, network: str, container_id: str, ifname: str) -> None:
         """Remove an entry; a missing one is not an error."""
         path = self.path(network, container_id, ifname)
         await anyio.lowlevel.checkpoint()
-        _unlink_quietly(path)
+        unlink_quietly(path)
 
     async def attachments(self, container_id: str | None = None) -> list[CacheEntry]:
         """Every valid entry, sorted by file name; only ``container_id``'s when it is given.
@@ -252,35 +268,3 @@ def _read_or_none(path: str) -> bytes | None:
             return f.read()
     except OSError:
         return None
-
-
-def _unlink_quietly(path: str) -> None:
-    # As libcni: a cache entry that cannot be removed must not fail a DEL that succeeded.
-    with contextlib.suppress(OSError):
-        os.unlink(path)
-
-
-def _write_atomically(directory: str, tmp_dir: str, path: str, data: bytes) -> None:
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    os.makedirs(tmp_dir, mode=0o700, exist_ok=True)
-    # The temporary file lives beside results/, never in it: Go's GetCachedAttachments lists
-    # every file there and would take a leftover temporary file for an attachment.
-    tmp = os.path.join(tmp_dir, f"{os.path.basename(path)}.{os.getpid()}-{id(data):x}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, path)
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

@@ -223,12 +223,22 @@ class CNIEngine:
 
     # -- chains -----------------------------------------------------------------------------
 
-    async def add_network_list(self, netlist: NetworkConfigList, rt: RuntimeConf) -> Result:
+    async def add_network_list(
+        self,
+        netlist: NetworkConfigList,
+        rt: RuntimeConf,
+        *,
+        after_cached: Callable[[], None] | None = None,
+    ) -> Result:
         """Run ADD through the chain in order and cache the final result.
 
         Each plugin gets the previous plugin's result as ``prevResult``. The returned result is
         the last plugin's, in the version that plugin printed. Nothing is rolled back on failure
         (the SPEC puts the DEL on the caller).
+
+        ``after_cached`` (a blocking function) runs in the cache write's worker thread once the
+        entry is durable (:class:`~cni_async.CNIPlugin` drops its intent record there, saving a
+        thread hop); it does not run if the chain or the write failed.
 
         :raises InvalidArgument: if the container ID, network name, ifname or args are invalid
         :raises PluginNotFound: if a plugin binary is missing
@@ -265,7 +275,8 @@ class CNIEngine:
                 cni_args=list(rt.args),
                 capability_args=dict(rt.capability_args),
                 result=result_to_builtins(result),
-            )
+            ),
+            then=after_cached,
         )
         return result
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import logging
 import os
 import select
@@ -53,6 +52,7 @@ _ETXTBSY_RETRIES: Final = 5
 _ETXTBSY_DELAY: Final = 1.0
 _STDERR_TAIL: Final = 16 * 1024
 _READ_SIZE: Final = 65536
+_READS_PER_WAKEUP: Final = 16
 _REAP_LIMIT: Final = 10.0  # a SIGKILLed process only outlives this in uninterruptible sleep
 _DEFAULT_PATH: Final = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -261,7 +261,7 @@ def _group_has_others(pgid: int) -> bool:
 
 
 def _nonblocking(fd: int) -> None:
-    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
+    os.set_blocking(fd, False)
 
 
 class _PluginRun:
@@ -339,23 +339,29 @@ class _PluginRun:
             pass
 
     def _read(self, fd: int) -> bool:
-        """Read what ``fd`` has; ``False`` at end of file. Caps stdout, keeps stderr's tail."""
-        try:
-            chunk = os.read(fd, _READ_SIZE)
-        except BlockingIOError:
-            return True
-        if not chunk:
-            return False
-        if fd == self._out_r:
-            self._stdout += chunk
-            if len(self._stdout) > self._executor.max_output:
-                self._overflow = True
-                self._signal_group(signal.SIGKILL)
+        """Read what ``fd`` has; ``False`` at end of file. Caps stdout, keeps stderr's tail.
+
+        Reads on until the pipe is empty (at most ``_READS_PER_WAKEUP`` times, so a flood
+        cannot hold the event loop): the end of file that usually follows a plugin's output
+        is then seen at once, not after another round through the event loop.
+        """
+        for _ in range(_READS_PER_WAKEUP):
+            try:
+                chunk = os.read(fd, _READ_SIZE)
+            except BlockingIOError:
+                return True
+            if not chunk:
                 return False
-        else:
-            self._stderr += chunk
-            if len(self._stderr) > _STDERR_TAIL:
-                del self._stderr[: len(self._stderr) - _STDERR_TAIL]
+            if fd == self._out_r:
+                self._stdout += chunk
+                if len(self._stdout) > self._executor.max_output:
+                    self._overflow = True
+                    self._signal_group(signal.SIGKILL)
+                    return False
+            else:
+                self._stderr += chunk
+                if len(self._stderr) > _STDERR_TAIL:
+                    del self._stderr[: len(self._stderr) - _STDERR_TAIL]
         return True
 
     def _signal_group(self, signum: int) -> None:
@@ -446,6 +452,11 @@ class _PluginRun:
                     open_pipes.discard(fd)
                     if self._overflow:
                         return exited_at is not None
+            if not open_pipes and exited_at is None and self._pidfd in dict(poller.poll(0)):
+                # The output closed because the plugin is exiting, and by now it usually has:
+                # no need for another round through the event loop to see it.
+                poller.unregister(self._pidfd)
+                exited_at = time.monotonic()
         return True
 
     async def _terminate(self) -> None:

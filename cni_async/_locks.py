@@ -27,7 +27,9 @@ class KeyedLock:
         """
         lock, users = self._locks.get(key, (None, 0))
         if lock is None:
-            lock = anyio.Lock()
+            # A free lock is taken without a round through the event loop (a cancel-shielded
+            # checkpoint per operation otherwise); waiting for a held one stays cancellable.
+            lock = anyio.Lock(fast_acquire=True)
         self._locks[key] = (lock, users + 1)
         try:
             async with lock:

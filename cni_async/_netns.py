@@ -1,30 +1,42 @@
-"""Netlink inside a pod's network namespace, with pyroute2 and without forking.
+"""Netlink inside a pod's network namespace, without forking.
 
 A netlink socket stays bound to the namespace it was created in, so only its creation needs to
 happen inside the pod's namespace: the calling thread ``setns()``es in, creates the socket and
 returns at once (about 50 us, measured). The exchange itself runs in a worker thread, because
 the kernel serves it under its global RTNL lock, which plugins hold while they build bridges and
-veths; no worker thread ever enters another namespace. pyroute2's message classes encode the
-requests and decode the answers, and each call sends exactly the requests it needs (pyroute2's
-own ``netns=`` option forks a helper process per socket, many times slower).
+veths; no worker thread ever enters another namespace. Each call sends exactly the requests it
+needs (pyroute2's own ``netns=`` option forks a helper process per socket, many times slower).
+
+The two requests of every pod's hot path (bring ``lo`` up, read its flags) are fixed 32-byte
+messages packed with :mod:`struct`; pyroute2's message classes are imported, and used, only to
+read an interface's addresses (a status without a cached result), since importing pyroute2 alone
+costs more CPU than hundreds of pod cycles spend on netlink.
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import logging
 import os
 import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Final, TypeVar
 
 import anyio
 
 from ._errors import NamespaceError
 
-__all__ = ["InterfaceState", "interface_state", "loopback_is_up", "loopback_up"]
+__all__ = [
+    "InterfaceState",
+    "interface_state",
+    "loopback_is_up",
+    "loopback_up",
+    "loopback_up_blocking",
+]
 
 T = TypeVar("T")
 
@@ -53,19 +65,27 @@ def _socket_in(netns: str) -> socket.socket:
 
     The calling thread enters the namespace only for the ``socket()`` call and returns at once.
     """
-    with open(netns, "rb") as target, open("/proc/thread-self/ns/net", "rb") as home:
-        _setns(target.fileno())
+    # Bare descriptors: file objects cost more than the setns() calls themselves.
+    target = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:
-            return socket.socket(
-                socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE
-            )
-        finally:
+            _setns(target)
             try:
-                _setns(home.fileno())
-            except OSError:  # pragma: no cover - cannot happen short of a kernel bug
-                # Staying would run every later plugin inside a pod's namespace.
-                logger.critical("could not return to our own network namespace; aborting")
-                os.abort()
+                return socket.socket(
+                    socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE
+                )
+            finally:
+                try:
+                    _setns(home)
+                except OSError:  # pragma: no cover - cannot happen short of a kernel bug
+                    # Staying would run every later plugin inside a pod's namespace.
+                    logger.critical("could not return to our own network namespace; aborting")
+                    os.abort()
+        finally:
+            os.close(home)
+    finally:
+        os.close(target)
 
 
 def _exchange(sock: socket.socket, work: Callable[[socket.socket], T]) -> T:
@@ -78,30 +98,25 @@ def _exchange(sock: socket.socket, work: Callable[[socket.socket], T]) -> T:
         return work(sock)
 
 
-_NLMSG_HEADER: Final = struct.Struct("=IHHII")
+_NLMSG_HEADER: Final = struct.Struct("=IHHII")  # length, type, flags, sequence, port
 _NLMSG_ERROR_CODE: Final = struct.Struct("=i")
+_IFINFOMSG: Final = struct.Struct("=BxHiII")  # family, pad, type, index, flags, change
+_NLMSG_ERROR: Final = 2
+_NLMSG_DONE: Final = 3
+_NLM_F_REQUEST: Final = 0x1
+_NLM_F_ACK: Final = 0x4
+_NLM_F_DUMP: Final = 0x300
+_RTM_NEWLINK: Final = 16
+_RTM_GETLINK: Final = 18
 
 
-def _request(
-    sock: socket.socket, msg: Any, msg_type: int, flags: int, *, decode: bool = True
-) -> list[Any]:
-    """Send one request (a pyroute2 message); return the replies up to the end of the answer.
-
-    pyroute2's message classes encode and decode; the socket is a plain one, because
-    pyroute2's socket classes each start an event loop of their own, which costs more than the
-    whole exchange. With ``decode=False`` the replies are raw ``bytes`` (for callers that read
-    one fixed field and need no pyroute2 decoding).
+def _exchange_raw(sock: socket.socket, request: bytes, flags: int) -> list[bytes]:
+    """Send one encoded request; return the raw replies up to the end of the answer.
 
     :raises OSError: the kernel answered with an error
     """
-    from pyroute2.netlink import NLM_F_DUMP, NLMSG_DONE, NLMSG_ERROR
-
-    msg["header"]["type"] = msg_type
-    msg["header"]["flags"] = flags
-    msg["header"]["sequence_number"] = 1
-    msg.encode()
-    sock.send(msg.data)
-    replies: list[Any] = []
+    sock.send(request)
+    replies: list[bytes] = []
     while True:
         data = sock.recv(65536)
         offset = 0
@@ -109,33 +124,67 @@ def _request(
             length, kind, _flags, _seq, _pid = _NLMSG_HEADER.unpack_from(data, offset)
             if length < _NLMSG_HEADER.size:
                 raise OSError(errno.EPROTO, "malformed netlink message")
-            if kind == NLMSG_ERROR:
+            if kind == _NLMSG_ERROR:
                 (code,) = _NLMSG_ERROR_CODE.unpack_from(data, offset + _NLMSG_HEADER.size)
                 if code:
                     raise OSError(-code, os.strerror(-code))
                 return replies
-            if kind == NLMSG_DONE:
+            if kind == _NLMSG_DONE:
                 return replies
-            raw = data[offset : offset + length]
-            if decode:
-                reply = type(msg)(raw)
-                reply.decode()
-                replies.append(reply)
-            else:
-                replies.append(raw)
+            replies.append(data[offset : offset + length])
             offset += (length + 3) & ~3
-        if not flags & NLM_F_DUMP:
+        if not flags & _NLM_F_DUMP:
             return replies
+
+
+def _link_request(msg_type: int, flags: int, index: int, ifi_flags: int, change: int) -> bytes:
+    """An attribute-less ``ifinfomsg`` request (the two requests ``lo`` needs)."""
+    size = _NLMSG_HEADER.size + _IFINFOMSG.size
+    return _NLMSG_HEADER.pack(size, msg_type, flags, 1, 0) + _IFINFOMSG.pack(
+        0, 0, index, ifi_flags, change
+    )
+
+
+def _request(sock: socket.socket, msg: Any, msg_type: int, flags: int) -> list[Any]:
+    """Send one request (a pyroute2 message); return the decoded replies.
+
+    pyroute2's message classes encode and decode; the socket is a plain one, because
+    pyroute2's socket classes each start an event loop of their own, which costs more than the
+    whole exchange.
+
+    :raises OSError: the kernel answered with an error
+    """
+    msg["header"]["type"] = msg_type
+    msg["header"]["flags"] = flags
+    msg["header"]["sequence_number"] = 1
+    msg.encode()
+    replies = []
+    for raw in _exchange_raw(sock, msg.data, flags):
+        reply = type(msg)(raw)
+        reply.decode()
+        replies.append(reply)
+    return replies
 
 
 def _load_pyroute2() -> None:
     """Import the pyroute2 modules the worker threads use, here, in the calling thread.
 
-    pyroute2 is imported only when a pod's namespace is first touched; doing its first import
-    from several worker threads at once trips over its circular imports.
+    pyroute2 is imported only when an interface's addresses are first read; doing its first
+    import from several worker threads at once trips over its circular imports.
     """
     import pyroute2.netlink.rtnl.ifaddrmsg
     import pyroute2.netlink.rtnl.ifinfmsg  # noqa: F401
+
+
+def _namespace_error(netns: str, exc: Exception) -> NamespaceError:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOENT, errno.EINVAL):
+        return NamespaceError(
+            f"network namespace {netns!r} does not exist or is not a network namespace",
+            netns=netns,
+        )
+    # pyroute2's decoding errors are not OSErrors
+    shown = str(exc) if isinstance(exc, OSError) else repr(exc)
+    return NamespaceError(f"netlink in network namespace {netns!r} failed: {shown}", netns=netns)
 
 
 async def _run_in_namespace(
@@ -146,29 +195,24 @@ async def _run_in_namespace(
     ``inline`` runs it in the calling thread instead: only for requests the kernel serves
     without the RTNL lock (reading one link), where the thread hop would cost more.
     """
-    _load_pyroute2()
     try:
         sock = _socket_in(netns)
-        try:
-            if inline:
-                await anyio.lowlevel.checkpoint()
-                return _exchange(sock, work)
-            return await anyio.to_thread.run_sync(_exchange, sock, work)
-        finally:
-            sock.close()  # if cancelled before the worker thread took it over
     except OSError as exc:
-        if exc.errno in (errno.ENOENT, errno.EINVAL):
-            raise NamespaceError(
-                f"network namespace {netns!r} does not exist or is not a network namespace",
-                netns=netns,
-            ) from exc
-        raise NamespaceError(
-            f"netlink in network namespace {netns!r} failed: {exc}", netns=netns
-        ) from exc
-    except Exception as exc:  # pyroute2's decoding errors are not OSErrors
-        raise NamespaceError(
-            f"netlink in network namespace {netns!r} failed: {exc!r}", netns=netns
-        ) from exc
+        raise _namespace_error(netns, exc) from exc
+    try:
+        if inline:
+            await anyio.lowlevel.checkpoint()
+            return _exchange_in(netns, sock, work)
+        return await anyio.to_thread.run_sync(_exchange_in, netns, sock, work)
+    finally:
+        sock.close()  # if cancelled before the worker thread took it over
+
+
+def _exchange_in(netns: str, sock: socket.socket, work: Callable[[socket.socket], T]) -> T:
+    try:
+        return _exchange(sock, work)
+    except Exception as exc:
+        raise _namespace_error(netns, exc) from exc
 
 
 _LOOPBACK_INDEX: Final = 1  # the kernel gives every namespace's lo index 1
@@ -177,16 +221,14 @@ _NETLINK_TIMEOUT: Final = 2.0
 _RT_SCOPE_UNIVERSE: Final = 0
 
 
-def _set_lo_up(sock: socket.socket) -> None:
-    from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST
-    from pyroute2.netlink.rtnl import RTM_NEWLINK
-    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+_SET_LO_UP: Final = _link_request(
+    _RTM_NEWLINK, _NLM_F_REQUEST | _NLM_F_ACK, _LOOPBACK_INDEX, _IFF_UP, _IFF_UP
+)
+_GET_LO: Final = _link_request(_RTM_GETLINK, _NLM_F_REQUEST, _LOOPBACK_INDEX, 0, 0)
 
-    msg = ifinfmsg()
-    msg["index"] = _LOOPBACK_INDEX
-    msg["flags"] = _IFF_UP
-    msg["change"] = _IFF_UP
-    _request(sock, msg, RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK)
+
+def _set_lo_up(sock: socket.socket) -> None:
+    _exchange_raw(sock, _SET_LO_UP, _NLM_F_REQUEST | _NLM_F_ACK)
 
 
 async def loopback_up(netns: str) -> None:
@@ -195,6 +237,27 @@ async def loopback_up(netns: str) -> None:
     :raises NamespaceError: if the namespace does not exist
     """
     await _run_in_namespace(netns, _set_lo_up)
+
+
+@contextmanager
+def loopback_up_blocking(netns: str) -> Iterator[Callable[[], None]]:
+    """A blocking function that brings ``lo`` up in ``netns``, for a worker thread that has
+    other work to do too.
+
+    The netlink socket is made on entering, in the calling thread (as with every call here, no
+    worker thread enters the namespace); the function raises :class:`NamespaceError` if the
+    kernel refuses. Leaving the block closes the socket if the function did not run.
+
+    :raises NamespaceError: if the namespace does not exist
+    """
+    try:
+        sock = _socket_in(netns)
+    except OSError as exc:
+        raise _namespace_error(netns, exc) from exc
+    try:
+        yield functools.partial(_exchange_in, netns, sock, _set_lo_up)
+    finally:
+        sock.close()
 
 
 class InterfaceState:
@@ -236,19 +299,9 @@ def _read_interface(ifname: str) -> Callable[[Any], InterfaceState | None]:
     return work
 
 
-_IFINFO_FLAGS: Final = struct.Struct("=I")
-_IFINFO_FLAGS_OFFSET: Final = 16 + 8  # nlmsghdr, then family, pad, type, index
-
-
 def _lo_is_up(sock: socket.socket) -> bool:
-    from pyroute2.netlink import NLM_F_REQUEST
-    from pyroute2.netlink.rtnl import RTM_GETLINK
-    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
-
-    query = ifinfmsg()
-    query["index"] = _LOOPBACK_INDEX
-    [raw] = _request(sock, query, RTM_GETLINK, NLM_F_REQUEST, decode=False)
-    (flags,) = _IFINFO_FLAGS.unpack_from(raw, _IFINFO_FLAGS_OFFSET)
+    [raw] = _exchange_raw(sock, _GET_LO, _NLM_F_REQUEST)
+    _family, _type, _index, flags, _change = _IFINFOMSG.unpack_from(raw, _NLMSG_HEADER.size)
     return bool(flags & _IFF_UP)
 
 
@@ -266,4 +319,5 @@ async def interface_state(netns: str, ifname: str) -> InterfaceState | None:
 
     :raises NamespaceError: if the namespace does not exist
     """
+    _load_pyroute2()
     return await _run_in_namespace(netns, _read_interface(ifname))

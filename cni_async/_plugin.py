@@ -60,7 +60,7 @@ from ._events import (
 from ._exec import PluginExecutor
 from ._locks import KeyedLock
 from ._models import NetResult, PodNetwork
-from ._netns import interface_state, loopback_is_up, loopback_up
+from ._netns import interface_state, loopback_is_up, loopback_up_blocking
 from ._observe import Observer, operation_info
 from ._results import Interface, IPConfig, Result, Result100
 from ._snapshot import ConfigSnapshot, VersionCache, build_snapshot
@@ -390,8 +390,7 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
             ]
             async with self._pod_locks.hold((pod.namespace, pod.name)):
                 started = time.perf_counter()
-                await loopback_up(pod.netns)
-                earlier = await self._record_intent(pod.id, attachments)
+                earlier = await self._record_intent(pod.id, attachments, pod.netns)
                 results = await self._attach_all(pod, attachments, earlier)
             logger.info(
                 "set up pod %s/%s on %s in %.1f ms",
@@ -411,9 +410,10 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
             ]
 
     async def _record_intent(
-        self, container_id: str, attachments: list[Attachment]
+        self, container_id: str, attachments: list[Attachment], netns: str
     ) -> list[CacheEntry]:
-        """Durably record what this set-up will attach; return what an earlier, unfinished
+        """Bring ``lo`` up and durably record what this set-up will attach (one worker-thread
+        hop for both, batched with concurrent set-ups); return what an earlier, unfinished
         set-up of the same container recorded and this one does not cover."""
         cache = self._engine.cache
         ours = {(a.network.name, a.rt.ifname) for a in attachments}
@@ -422,7 +422,10 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
             for e in await cache.read_intent(container_id)
             if (e.network_name, e.if_name) not in ours
         ]
-        await cache.write_intent(container_id, [*earlier, *map(intent_entry, attachments)])
+        with loopback_up_blocking(netns) as bring_lo_up:
+            await cache.write_intent(
+                container_id, [*earlier, *map(intent_entry, attachments)], before=bring_lo_up
+            )
         return earlier
 
     async def _settle_intent(self, container_id: str, earlier: list[CacheEntry]) -> None:
@@ -450,10 +453,25 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
                 errors[index] = exc
                 tg.cancel_scope.cancel()  # stop the siblings; they are rolled back below
 
+        settled = False
         try:
-            async with anyio.create_task_group() as tg:
-                for index in range(len(attachments)):
-                    tg.start_soon(attach, index, tg)
+            if len(attachments) == 1:
+                # One network: no task group, and the intent is dropped in the cache write's
+                # worker thread, once the entry is durable (a removal cannot fail).
+                started.append(0)
+                a = attachments[0]
+                remove = None if earlier else self._engine.cache.intent_remover(pod.id)
+                try:
+                    results[0] = await self._engine.add_network_list(
+                        a.network, a.rt, after_cached=remove
+                    )
+                    settled = remove is not None
+                except CNIError as exc:
+                    errors[0] = exc
+            else:
+                async with anyio.create_task_group() as tg:
+                    for index in range(len(attachments)):
+                        tg.start_soon(attach, index, tg)
             if errors:
                 raise PodNetworkError(
                     f"{pod.namespace}/{pod.name}",
@@ -476,7 +494,8 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
             for error in rollback_errors:
                 exc.add_note(f"rollback failed: {error}")
             raise
-        await self._settle_intent(pod.id, earlier)
+        if not settled:
+            await self._settle_intent(pod.id, earlier)
         return [results[i] for i in range(len(attachments))]
 
     async def _rollback(
@@ -525,9 +544,12 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
                 errors[index] = exc
             finished.add(index)
 
-        async with anyio.create_task_group() as tg:
-            for index in range(len(attachments)):
-                tg.start_soon(detach, index)
+        if len(attachments) == 1:
+            await detach(0)  # no task group for a single network
+        else:
+            async with anyio.create_task_group() as tg:
+                for index in range(len(attachments)):
+                    tg.start_soon(detach, index)
 
     # -- teardown -----------------------------------------------------------------------------
 
@@ -682,9 +704,12 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
                         exc.add_context(network=attachments[index].network.name)
                         errors[index] = exc
 
-                async with anyio.create_task_group() as tg:
-                    for index in range(len(attachments)):
-                        tg.start_soon(status, index)
+                if len(attachments) == 1:
+                    await status(0)  # no task group for a single network
+                else:
+                    async with anyio.create_task_group() as tg:
+                        for index in range(len(attachments)):
+                            tg.start_soon(status, index)
             if errors:
                 raise PodNetworkError(
                     f"{pod.namespace}/{pod.name}", "status", [errors[i] for i in sorted(errors)]

@@ -7,6 +7,7 @@ refused.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from typing import Final
@@ -47,6 +48,7 @@ def _atoi(part: str, which: str, version: str) -> int:
     return value
 
 
+@functools.lru_cache(maxsize=64)  # a handful of versions, parsed on every plugin call
 def parse_version(version: str) -> tuple[int, int, int]:
     """Parse a CNI version string into ``(major, minor, micro)``.
 

@@ -7,6 +7,7 @@ directory.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from typing import Final
@@ -52,6 +53,7 @@ def validate_network_name(name: str) -> None:
         )
 
 
+@functools.lru_cache(maxsize=64)  # a few names, checked char by char on every verb
 def validate_ifname(ifname: str) -> None:
     """:raises InvalidArgument: (code 4) unless ``ifname`` is a valid Linux interface name."""
     code = ERR_INVALID_ENVIRONMENT_VARIABLES

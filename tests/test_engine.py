@@ -331,6 +331,23 @@ async def test_cache_written_by_us_decodes_as_go_would(
     assert json.loads(base64.b64decode(entry["config"]))["name"] == "net1"
 
 
+async def test_cache_directories_removed_meanwhile_are_made_again(
+    engine: CNIEngine, a: FakePlugin, b: FakePlugin, cache_dir: Path
+) -> None:
+    await engine.add_network_list(netlist(), RT)
+    for name in ("results", "cni_async-tmp"):
+        for leftover in (cache_dir / name).iterdir():
+            leftover.unlink()
+        (cache_dir / name).rmdir()
+    await engine.add_network_list(netlist(), RT)
+    assert os.listdir(cache_dir / "results") == ["net1-ctr1-eth0"]
+    assert os.listdir(cache_dir / "cni_async-tmp") == []
+    (cache_dir / "results" / "net1-ctr1-eth0").unlink()
+    (cache_dir / "results").rmdir()  # only results/: the rename finds it missing
+    await engine.add_network_list(netlist(), RT)
+    assert os.listdir(cache_dir / "results") == ["net1-ctr1-eth0"]
+
+
 async def test_cache_attachment_listing(engine: CNIEngine, a: FakePlugin, b: FakePlugin) -> None:
     net = netlist()
     for cid in ("ctr1", "ctr10", "x-ctr1-y"):
