@@ -5,8 +5,8 @@ from __future__ import annotations
 import bisect
 import threading
 import time
-from collections.abc import Iterator, MutableMapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Final
 
 import msgspec
@@ -191,8 +191,7 @@ class Metrics(Observer):
         self._reloads = self._networks = self._invalid = 0
         self._rollbacks = self._rollback_failures = 0
 
-    def _record(self, t: _Timings, started: float, exc: BaseException | None) -> None:
-        elapsed = time.perf_counter() - started
+    def _record(self, t: _Timings, elapsed: float, exc: BaseException | None) -> None:
         t.counts[bisect.bisect_left(self.buckets, elapsed)] += 1
         t.count += 1
         t.sum += elapsed
@@ -207,42 +206,46 @@ class Metrics(Observer):
             t.errors[name] = t.errors.get(name, 0) + 1
 
     @contextmanager
-    def operation(self, info: OperationInfo) -> Iterator[None]:
+    def _timed(self, done: Callable[[float, BaseException | None], None]) -> Iterator[None]:
+        """Time the block; call ``done(seconds, exception or None)`` under the lock."""
+        started = time.perf_counter()
+        error: BaseException | None = None
+        try:
+            yield
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            with self._lock:
+                done(time.perf_counter() - started, error)
+
+    def operation(self, info: OperationInfo) -> AbstractContextManager[None]:
         with self._lock:
             t = self._operations.get(info.kind) or self._operations.setdefault(
                 info.kind, _Timings(len(self.buckets))
             )
             t.in_flight += 1
-        started = time.perf_counter()
-        error: BaseException | None = None
-        try:
-            yield
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            with self._lock:
-                t.in_flight -= 1
-                self._record(t, started, error)
 
-    @contextmanager
-    def plugin_run(self, info: PluginRunInfo, env: MutableMapping[str, str]) -> Iterator[None]:
-        started = time.perf_counter()
-        error: BaseException | None = None
-        try:
-            yield
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            with self._lock:
-                key = (info.verb, info.plugin)
-                t = self._runs.get(key) or self._runs.setdefault(key, _Timings(len(self.buckets)))
-                self._record(t, started, error)
-                if error is not None and not is_cancellation(error):
-                    code = error.code if isinstance(error, CNIError) else None
-                    ekey = (info.verb, info.plugin, code, type(error).__name__)
-                    self._errors[ekey] = self._errors.get(ekey, 0) + 1
+        def done(elapsed: float, error: BaseException | None) -> None:
+            t.in_flight -= 1
+            self._record(t, elapsed, error)
+
+        return self._timed(done)
+
+    def plugin_run(
+        self, info: PluginRunInfo, env: MutableMapping[str, str]
+    ) -> AbstractContextManager[None]:
+        key = (info.verb, info.plugin)
+
+        def done(elapsed: float, error: BaseException | None) -> None:
+            t = self._runs.get(key) or self._runs.setdefault(key, _Timings(len(self.buckets)))
+            self._record(t, elapsed, error)
+            if error is not None and not is_cancellation(error):
+                code = error.code if isinstance(error, CNIError) else None
+                ekey = (info.verb, info.plugin, code, type(error).__name__)
+                self._errors[ekey] = self._errors.get(ekey, 0) + 1
+
+        return self._timed(done)
 
     def rolled_back(
         self, info: OperationInfo, networks: Sequence[str], errors: Sequence[CNIError]

@@ -15,9 +15,9 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Final, Self
+from typing import Any, Final, Self
 
 import anyio
 
@@ -74,6 +74,17 @@ logger = logging.getLogger("cni_async.pod")
 
 DEFAULT_CONF_DIR: Final = "/etc/cni/net.d"
 DEFAULT_BIN_DIR: Final = "/opt/cni/bin"
+
+
+async def _for_each(count: int, run: Callable[[int], Coroutine[Any, Any, None]]) -> None:
+    """Run ``run(index)`` for every index at once; a single one is awaited directly (a task
+    group costs more than the whole of a fast plugin's run)."""
+    if count == 1:
+        await run(0)
+        return
+    async with anyio.create_task_group() as tg:
+        for index in range(count):
+            tg.start_soon(run, index)
 
 
 class CNIPlugin(anyio.AsyncContextManagerMixin):
@@ -544,12 +555,7 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
                 errors[index] = exc
             finished.add(index)
 
-        if len(attachments) == 1:
-            await detach(0)  # no task group for a single network
-        else:
-            async with anyio.create_task_group() as tg:
-                for index in range(len(attachments)):
-                    tg.start_soon(detach, index)
+        await _for_each(len(attachments), detach)
 
     # -- teardown -----------------------------------------------------------------------------
 
@@ -704,12 +710,7 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
                         exc.add_context(network=attachments[index].network.name)
                         errors[index] = exc
 
-                if len(attachments) == 1:
-                    await status(0)  # no task group for a single network
-                else:
-                    async with anyio.create_task_group() as tg:
-                        for index in range(len(attachments)):
-                            tg.start_soon(status, index)
+                await _for_each(len(attachments), status)
             if errors:
                 raise PodNetworkError(
                     f"{pod.namespace}/{pod.name}", "status", [errors[i] for i in sorted(errors)]
