@@ -31,6 +31,7 @@ import os
 import resource
 import secrets
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -382,6 +383,25 @@ def progress(label: str, done: int, total: int) -> None:
     sys.stderr.flush()
 
 
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit, so ``finally`` blocks clean up (``timeout``, ``kill``)."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
+def remove_node(prefix: str, node: str, work: Path) -> None:
+    """Remove what a run made: pod namespaces a dead worker left, the node namespace, ``work``."""
+    for name in os.listdir("/run/netns"):
+        if name.startswith(prefix) and name != node:
+            subprocess.run(["umount", f"/run/netns/{name}"], check=False, capture_output=True)
+            Path(f"/run/netns/{name}").unlink(missing_ok=True)
+    subprocess.run(["ip", "netns", "del", node], check=False)
+    shutil.rmtree(work, ignore_errors=True)
+
+
 def worker_command(node: str, script: str, spec: dict[str, Any]) -> list[str]:
     """Run ``script --worker SPEC`` inside the node namespace (see the module docstring)."""
     return ["ip", "netns", "exec", node, sys.executable, script, "--worker", json.dumps(spec)]
@@ -395,13 +415,18 @@ def measure(node: str, spec: dict[str, Any], label: str) -> dict[str, Any]:
     other: list[str] = []
     progress(label, 0, spec["pods"])
     done = 0
-    for line in proc.stderr:
-        if line.startswith("progress "):
-            done = int(line.split()[1])
-            progress(label, done, spec["pods"])
-        else:
-            other.append(line)
-    output = proc.stdout.read()
+    try:
+        for line in proc.stderr:
+            if line.startswith("progress "):
+                done = int(line.split()[1])
+                progress(label, done, spec["pods"])
+            else:
+                other.append(line)
+        output = proc.stdout.read()
+    except BaseException:  # SIGTERM or ^C: stop the worker before the caller cleans up
+        proc.kill()
+        proc.wait()
+        raise
     if proc.wait() != 0:
         sys.stderr.write("\n" + "".join(other))
         raise SystemExit(f"the {spec['mode']} run failed")
@@ -517,6 +542,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix=f"{prefix}-"))
     node = f"{prefix}-node"
     records: list[dict[str, Any]] = []
+    exit_on_sigterm()
     subprocess.run(["ip", "netns", "add", node], check=True)
     try:
         subprocess.run(["ip", "-n", node, "link", "set", "lo", "up"], check=True)
@@ -553,8 +579,7 @@ def main() -> int:
                 }
                 records.append(record)
     finally:
-        subprocess.run(["ip", "netns", "del", node], check=False)
-        shutil.rmtree(work, ignore_errors=True)
+        remove_node(prefix, node, work)
     print()
     print(markdown(records))
     problems = [

@@ -19,7 +19,6 @@ import gc
 import json
 import os
 import secrets
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -30,7 +29,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from churn import leaks, netns_add, netns_del, worker_command, write_configs
+from churn import (
+    exit_on_sigterm,
+    leaks,
+    netns_add,
+    netns_del,
+    remove_node,
+    worker_command,
+    write_configs,
+)
 
 
 def sample() -> dict[str, float]:
@@ -61,11 +68,10 @@ async def soak(spec: dict[str, Any]) -> dict[str, Any]:
     [main_file] = list(conf.glob("*.conflist"))
     original = json.loads(main_file.read_text())
     async with CNIPlugin(str(conf), spec["bin_dirs"], str(cache_dir), debounce=0.05) as cni:
-        stop = anyio.Event()
 
         async def churn_config() -> None:
             i = 0
-            while not stop.is_set():
+            while True:
                 i += 1
                 body = dict(original, soakGeneration=i)  # an unknown key: same network
                 tmp = conf / ".edit.tmp"
@@ -78,44 +84,54 @@ async def soak(spec: dict[str, Any]) -> dict[str, Any]:
                     extra.unlink(missing_ok=True)
                 await anyio.sleep(spec["reload_every"])
 
-        async def cycle(i: int, limit: anyio.Semaphore) -> None:
+        async def cycle(i: int) -> None:
             nonlocal done
-            async with limit:
-                name = f"{prefix}-p{i}"
-                path = netns_add(name)
-                pod = PodNetwork(f"pod{i}", "soak", name, f"uid{i}", path)
-                try:
-                    with anyio.fail_after(120):
-                        await cni.set_up_pod(pod)
-                        await cni.get_pod_network_status(pod)
+            name = f"{prefix}-p{i}"
+            path = netns_add(name)
+            pod = PodNetwork(f"pod{i}", "soak", name, f"uid{i}", path)
+            try:
+                with anyio.fail_after(120):
+                    await cni.set_up_pod(pod)
+                    await cni.get_pod_network_status(pod)
+                    await cni.tear_down_pod(pod)
+            except (CNIError, TimeoutError) as exc:
+                failures.append(f"pod {i}: {exc!r}")
+                with anyio.CancelScope(shield=True), anyio.move_on_after(60):
+                    try:
                         await cni.tear_down_pod(pod)
-                except (CNIError, TimeoutError) as exc:
-                    failures.append(f"pod {i}: {exc!r}")
-                    with anyio.CancelScope(shield=True), anyio.move_on_after(60):
-                        try:
-                            await cni.tear_down_pod(pod)
-                        except CNIError as again:
-                            failures.append(f"pod {i} cleanup: {again!r}")
-                finally:
-                    netns_del(name)
-                    done += 1
-                    if done % 250 == 0:
-                        print(f"{done}/{spec['cycles']} cycles", file=sys.stderr, flush=True)
+                    except CNIError as again:
+                        failures.append(f"pod {i} cleanup: {again!r}")
+            finally:
+                netns_del(name)
+                done += 1
+                if done % 250 == 0:
+                    print(f"{done}/{spec['cycles']} cycles", file=sys.stderr, flush=True)
 
         started = time.perf_counter()
         warmup = min(500, spec["cycles"] // 10)
-        limit = anyio.Semaphore(spec["concurrency"])
+
+        async def pods(first: int, last: int) -> None:
+            """``concurrency`` workers take the cycles one by one, as a runtime's request
+            handlers would. (Spawning every cycle's task up front, waiting on a semaphore, made
+            pymalloc's arenas grow with the number of waiting tasks: the harness, not a leak.)"""
+            queue = iter(range(first, last))
+
+            async def worker() -> None:
+                for i in queue:
+                    await cycle(i)
+
+            async with anyio.create_task_group() as workers:
+                for _ in range(spec["concurrency"]):
+                    workers.start_soon(worker)
+
         async with anyio.create_task_group() as tg:
             tg.start_soon(churn_config)
             # "start" is measured after a warm-up: imports, thread pool and allocator arenas
             # reach their working size first, so a difference at the end means a leak.
-            for first, last in ((0, warmup), (warmup, spec["cycles"])):
-                async with anyio.create_task_group() as pods:
-                    for i in range(first, last):
-                        pods.start_soon(cycle, i, limit)
-                if first == 0:
-                    start = sample()
-            stop.set()
+            await pods(0, warmup)
+            start = sample()
+            await pods(warmup, spec["cycles"])
+            tg.cancel_scope.cancel()  # the configuration churn: it may be asleep for long
         elapsed = time.perf_counter() - started
         main_file.write_text(json.dumps(original))
         (conf / "90-extra.conflist").unlink(missing_ok=True)
@@ -154,6 +170,7 @@ def main() -> int:
     prefix = "cns" + secrets.token_hex(3)
     work = Path(tempfile.mkdtemp(prefix=f"{prefix}-"))
     node = f"{prefix}-node"
+    exit_on_sigterm()
     subprocess.run(["ip", "netns", "add", node], check=True)
     try:
         subprocess.run(["ip", "-n", node, "link", "set", "lo", "up"], check=True)
@@ -174,13 +191,7 @@ def main() -> int:
             text=True,
         )
     finally:
-        # A worker that died mid-run leaves its pods' mount points behind: remove them.
-        for name in os.listdir("/run/netns"):
-            if name.startswith(f"{prefix}-") and name != node:
-                subprocess.run(["umount", f"/run/netns/{name}"], check=False, capture_output=True)
-                Path(f"/run/netns/{name}").unlink(missing_ok=True)
-        subprocess.run(["ip", "netns", "del", node], check=False)
-        shutil.rmtree(work, ignore_errors=True)
+        remove_node(f"{prefix}-", node, work)
     report = json.loads(out.stdout)
     start, end = report["start"], report["end"]
     print(
