@@ -135,9 +135,10 @@ class ResultCache:
     ) -> None:
         """Record, durably, the attachments a set-up of ``container_id`` is about to make.
 
-        Concurrent intents are written in batches, as cache entries are. ``before`` (a
-        blocking function) runs in the worker thread just before the intent is written; if it
-        raises, nothing is written and its exception propagates unchanged.
+        Each intent gets a worker-thread hop of its own (unlike cache entries, intents are not
+        batched: ``before`` may wait long). ``before`` (a blocking function) runs in that
+        thread just before the intent is written; if it raises, nothing is written and its
+        exception propagates unchanged.
 
         :raises CacheError: if it could not be written (then nothing should be attached)
         """

@@ -34,7 +34,6 @@ __all__ = [
     "InterfaceState",
     "interface_state",
     "loopback_is_up",
-    "loopback_up",
     "loopback_up_blocking",
 ]
 
@@ -229,14 +228,6 @@ _GET_LO: Final = _link_request(_RTM_GETLINK, _NLM_F_REQUEST, _LOOPBACK_INDEX, 0,
 
 def _set_lo_up(sock: socket.socket) -> None:
     _exchange_raw(sock, _SET_LO_UP, _NLM_F_REQUEST | _NLM_F_ACK)
-
-
-async def loopback_up(netns: str) -> None:
-    """Bring ``lo`` up inside the namespace at path ``netns``.
-
-    :raises NamespaceError: if the namespace does not exist
-    """
-    await _run_in_namespace(netns, _set_lo_up)
 
 
 @contextmanager

@@ -208,9 +208,6 @@ class Observers:
     def __bool__(self) -> bool:
         return bool(self._observers)
 
-    def __iter__(self) -> Iterator[Observer]:
-        return iter(self._observers)
-
     def operation(self, info: OperationInfo) -> AbstractContextManager[object]:
         if not self._observers:
             return _NULL
@@ -242,15 +239,14 @@ class Observers:
     def rolled_back(
         self, info: OperationInfo, networks: Sequence[str], errors: Sequence[CNIError]
     ) -> None:
-        for o in self._observers:
-            try:
-                o.rolled_back(info, networks, errors)
-            except Exception:
-                logger.exception("observer %s failed on a rollback", type(o).__name__)
+        self._notify(lambda o: o.rolled_back(info, networks, errors), "a rollback")
 
     def reloaded(self, snapshot: ConfigSnapshot) -> None:
-        for o in self._observers:
+        self._notify(lambda o: o.reloaded(snapshot), "a reload")
+
+    def _notify(self, call: Callable[[Observer], None], what: str) -> None:
+        for observer in self._observers:
             try:
-                o.reloaded(snapshot)
+                call(observer)
             except Exception:
-                logger.exception("observer %s failed on a reload", type(o).__name__)
+                logger.exception("observer %s failed on %s", type(observer).__name__, what)
