@@ -8,13 +8,16 @@ the same concurrency, with the pod's networks one after the other.
 
 Everything runs inside a "node" network namespace the benchmark makes (``ip netns exec``), so
 bridges, gateway addresses and iptables rules never touch the machine's own namespace. Each
-measurement runs in a fresh process, so CPU time and peak RSS are its own.
+measurement runs in fresh processes, so CPU time and peak RSS are its own: ``--slices`` runs per
+side (2 by default), interleaved cni_async, floor, floor, cni_async, ..., so that the machine
+speeding up or slowing down during a measurement weighs on both sides alike.
 
 Configurations: A bridge + host-local + portmap; B one no-op plugin (a static C binary, or a
 shell script without a compiler: library overhead); C two bridge networks per pod.
 
     python benchmarks/churn.py [--config A|B|C[,...]] [--pods N] [--concurrency C[,C...]]
                                [--json PATH] [--plot PATH] [--backend asyncio|trio]
+                               [--slices N]
 
 Defaults: configuration A, 200 pods, concurrency 1, 8 and 32, results in ./churn.json and
 ./churn.png.
@@ -231,55 +234,59 @@ async def run_library(spec: dict[str, Any]) -> dict[str, Any]:
         watch=False,
         max_concurrent_execs=None,
     ) as cni:
-        limit = anyio.Semaphore(concurrency)
         networks = [NetAttachment(n) for n in spec["networks"]]
+        queue = iter(range(pods))
+
+        async def runner() -> None:
+            # One of `concurrency` tasks, each taking the next pod when done with the last:
+            # a task per pod started up front would weigh on peak RSS for large --pods.
+            for i in queue:
+                await cycle(i)
 
         async def cycle(i: int) -> None:
             nonlocal done
-            async with limit:
-                name = f"{prefix}-l{i}"
-                t0 = time.perf_counter()
-                path = netns_add(name)
-                pod = PodNetwork(f"pod{i}", "churn", name, f"uid{i}", path, networks)
-                t1 = time.perf_counter()
-                try:
-                    await cni.set_up_pod(pod)
-                    t2 = time.perf_counter()
-                    await cni.get_pod_network_status(pod)
-                    t3 = time.perf_counter()
-                    await cni.tear_down_pod(pod)
-                    t4 = time.perf_counter()
-                except CNIError as exc:
-                    errors.append(f"pod {i}: {exc}")
-                    with anyio.CancelScope(shield=True):
-                        try:
-                            await cni.tear_down_pod(pod)
-                        except CNIError as again:
-                            errors.append(f"pod {i} cleanup: {again}")
-                    return
-                finally:
-                    t5 = time.perf_counter()
-                    netns_del(name)
-                    done += 1
-                    print(f"progress {done}", file=sys.stderr, flush=True)
-                for phase, value in zip(
-                    PHASES,
-                    (t1 - t0, t2 - t1, t3 - t2, t4 - t3, time.perf_counter() - t5),
-                    strict=True,
-                ):
-                    timings[phase].append(value)
+            name = f"{prefix}-l{i}"
+            t0 = time.perf_counter()
+            path = netns_add(name)
+            pod = PodNetwork(f"pod{i}", "churn", name, f"uid{i}", path, networks)
+            t1 = time.perf_counter()
+            try:
+                await cni.set_up_pod(pod)
+                t2 = time.perf_counter()
+                await cni.get_pod_network_status(pod)
+                t3 = time.perf_counter()
+                await cni.tear_down_pod(pod)
+                t4 = time.perf_counter()
+            except CNIError as exc:
+                errors.append(f"pod {i}: {exc}")
+                with anyio.CancelScope(shield=True):
+                    try:
+                        await cni.tear_down_pod(pod)
+                    except CNIError as again:
+                        errors.append(f"pod {i} cleanup: {again}")
+                return
+            finally:
+                t5 = time.perf_counter()
+                netns_del(name)
+                done += 1
+                print(f"progress {done}", file=sys.stderr, flush=True)
+            for phase, value in zip(
+                PHASES,
+                (t1 - t0, t2 - t1, t3 - t2, t4 - t3, time.perf_counter() - t5),
+                strict=True,
+            ):
+                timings[phase].append(value)
 
         cpu0, kids0, _ = usage()
         started = time.perf_counter()
         async with anyio.create_task_group() as tg:
-            for i in range(pods):
-                tg.start_soon(cycle, i)
+            for _ in range(min(concurrency, pods)):
+                tg.start_soon(runner)
         elapsed = time.perf_counter() - started
         cpu1, kids1, rss = usage()
     return {
         "elapsed_s": elapsed,
-        "pods_per_s": pods / elapsed,
-        "phases": {p: percentiles(v) for p, v in timings.items()},
+        "samples": timings,
         "cpu_s": cpu1 - cpu0,
         "children_cpu_s": kids1 - kids0,
         "peak_rss_mib": rss,
@@ -351,8 +358,8 @@ def run_floor(spec: dict[str, Any]) -> dict[str, Any]:
     timings = {p: [float(r[i]) for r in rows] for i, p in enumerate(FLOOR_PHASES)}
     failed = [f"pod {i}: step {r[5]}" for i, r in enumerate(rows) if r[5] != "-1"]
     return {
-        "floor_pods_per_s": spec["pods"] / elapsed,
-        "floor_phases": {p: percentiles(v) for p, v in timings.items()},
+        "floor_elapsed_s": elapsed,
+        "floor_samples": timings,
         "floor_cpu_s": kids1 - kids0,
         "floor_errors": failed + ([out.stderr.strip()] if out.stderr.strip() else []),
         "floor_leaks": leaks(spec["prefix"] + "-f", work, work / "no-cache"),
@@ -367,7 +374,9 @@ def worker(spec_json: str) -> None:
         import anyio
 
         record = anyio.run(run_library, spec, backend=spec.get("backend", "asyncio"))
-    print(json.dumps(record))
+    # A file, not stdout: the driver reads stderr (the progress) until the end, and every
+    # pod's timings would fill a pipe long before that.
+    Path(spec["result"]).write_text(json.dumps(record))
 
 
 # -- the driver -------------------------------------------------------------------------------
@@ -408,10 +417,11 @@ def worker_command(node: str, script: str, spec: dict[str, Any]) -> list[str]:
 
 
 def measure(node: str, spec: dict[str, Any], label: str) -> dict[str, Any]:
+    result = Path(spec["work"]) / f"result-{spec['prefix']}-{spec['mode']}.json"
+    spec = {**spec, "result": str(result)}
     command = worker_command(node, str(Path(__file__).resolve()), spec)
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
-    assert proc.stdout is not None
     other: list[str] = []
     progress(label, 0, spec["pods"])
     done = 0
@@ -422,7 +432,6 @@ def measure(node: str, spec: dict[str, Any], label: str) -> dict[str, Any]:
                 progress(label, done, spec["pods"])
             else:
                 other.append(line)
-        output = proc.stdout.read()
     except BaseException:  # SIGTERM or ^C: stop the worker before the caller cleans up
         proc.kill()
         proc.wait()
@@ -434,8 +443,59 @@ def measure(node: str, spec: dict[str, Any], label: str) -> dict[str, Any]:
         progress(label, spec["pods"], spec["pods"])
     sys.stderr.write("\n")
     sys.stderr.flush()
-    record: dict[str, Any] = json.loads(output)
+    record: dict[str, Any] = json.loads(result.read_text())
+    result.unlink()
     return record
+
+
+def measure_interleaved(node: str, spec: dict[str, Any], pods: int, slices: int) -> dict[str, Any]:
+    """Measure cni_async and the floor on ``pods`` pods each, in ``slices`` runs per side.
+
+    The runs alternate cni_async, floor, floor, cni_async, ... so that a machine getting
+    steadily faster or slower during the measurement (a neighbour starting or stopping) weighs
+    on both sides alike. Each run is a fresh process; times, CPU and latencies are summed or
+    pooled over a side's runs, and peak RSS is the largest of them.
+    """
+    sizes = [pods // slices + (1 if i < pods % slices else 0) for i in range(slices)]
+    runs: dict[str, list[dict[str, Any]]] = {"library": [], "floor": []}
+    label = f"{spec['config']} C={spec['concurrency']}"
+    for index, size in enumerate(s for s in sizes if s):
+        for mode in ("library", "floor") if index % 2 == 0 else ("floor", "library"):
+            part = {**spec, "mode": mode, "pods": size, "prefix": f"{spec['prefix']}s{index}"}
+            name = "cni_async" if mode == "library" else "floor"
+            suffix = f" {index + 1}/{slices}" if slices > 1 else ""
+            runs[mode].append(measure(node, part, f"{label} {name}{suffix}"))
+    library, floor = runs["library"], runs["floor"]
+    elapsed = sum(r["elapsed_s"] for r in library)
+    floor_elapsed = sum(r["floor_elapsed_s"] for r in floor)
+    return {
+        "slices": len(library),
+        "elapsed_s": elapsed,
+        "pods_per_s": pods / elapsed,
+        "phases": pooled(library, "samples", PHASES),
+        "cpu_s": sum(r["cpu_s"] for r in library),
+        "children_cpu_s": sum(r["children_cpu_s"] for r in library),
+        "peak_rss_mib": max(r["peak_rss_mib"] for r in library),
+        "errors": [e for r in library for e in r["errors"]],
+        "leaks": [f"run {i + 1}: {leak}" for i, r in enumerate(library) for leak in r["leaks"]],
+        "floor_elapsed_s": floor_elapsed,
+        "floor_pods_per_s": pods / floor_elapsed,
+        "floor_phases": pooled(floor, "floor_samples", FLOOR_PHASES),
+        "floor_cpu_s": sum(r["floor_cpu_s"] for r in floor),
+        "floor_errors": [e for r in floor for e in r["floor_errors"]],
+        "floor_leaks": [
+            f"run {i + 1}: {leak}" for i, r in enumerate(floor) for leak in r["floor_leaks"]
+        ],
+        "ratio_to_floor": floor_elapsed / elapsed,
+        "cpu_ms_per_pod": sum(r["cpu_s"] for r in library) * 1000 / pods,
+    }
+
+
+def pooled(
+    runs: list[dict[str, Any]], key: str, phases: tuple[str, ...]
+) -> dict[str, dict[str, float]]:
+    """Latency percentiles per phase over every run's samples together."""
+    return {p: percentiles([v for r in runs for v in r[key][p]]) for p in phases}
 
 
 def markdown(records: list[dict[str, Any]]) -> str:
@@ -529,11 +589,20 @@ def main() -> int:
         "--plot", dest="plot_path", default="churn.png", help="write a PNG plot here"
     )
     parser.add_argument("--backend", default="asyncio", choices=("asyncio", "trio"))
+    parser.add_argument(
+        "--slices",
+        type=int,
+        default=2,
+        help="split each side into this many runs, interleaved: cni_async, floor, floor, "
+        "cni_async, ... (default 2)",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.worker:
         worker(options.worker)
         return 0
+    if options.slices < 1:
+        raise SystemExit("--slices must be at least 1")
     if os.geteuid() != 0:
         raise SystemExit("run this as root: it creates network namespaces")
     configs = [c.strip().upper() for c in options.config.split(",")]
@@ -562,20 +631,11 @@ def main() -> int:
                     "floor": str(floor),
                     "backend": options.backend,
                 }
-                library = measure(
-                    node, {**spec, "mode": "library"}, f"{config} C={concurrency} cni_async"
-                )
-                floor_run = measure(
-                    node, {**spec, "mode": "floor"}, f"{config} C={concurrency} floor"
-                )
                 record = {
                     "config": config,
                     "concurrency": concurrency,
                     "pods": options.pods,
-                    **library,
-                    **floor_run,
-                    "ratio_to_floor": library["pods_per_s"] / floor_run["floor_pods_per_s"],
-                    "cpu_ms_per_pod": library["cpu_s"] * 1000 / options.pods,
+                    **measure_interleaved(node, spec, options.pods, options.slices),
                 }
                 records.append(record)
     finally:
