@@ -489,6 +489,10 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
                     "set-up",
                     [errors[i] for i in sorted(errors)],
                 )
+            if not settled:
+                # Inside the try: a cancellation or a failed intent write here still rolls
+                # the networks back, as a set-up that raises promises.
+                await self._settle_intent(pod.id, earlier)
         except BaseException as exc:
             rolled_back = [attachments[i] for i in sorted(started)]
             rollback_errors = await self._rollback(pod.id, rolled_back, earlier)
@@ -505,8 +509,6 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
             for error in rollback_errors:
                 exc.add_note(f"rollback failed: {error}")
             raise
-        if not settled:
-            await self._settle_intent(pod.id, earlier)
         return [results[i] for i in range(len(attachments))]
 
     async def _rollback(

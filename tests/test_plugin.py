@@ -12,7 +12,9 @@ import anyio
 import pytest
 
 from cni_async._attachments import assign_ifnames
+from cni_async._cache import CacheEntry
 from cni_async._errors import (
+    CacheError,
     ContainerUnknown,
     InvalidArgument,
     MultipleErrors,
@@ -199,6 +201,57 @@ async def test_cancellation_rolls_back(
     assert len(fakes["fb"].calls("DEL")) == 1
     assert cache_files(dirs) == []
     assert children() == []
+
+
+async def test_cancelled_while_dropping_the_intent_rolls_back(
+    cni: CNIPlugin, net: Sandbox, fakes: dict[str, FakePlugin], dirs: dict[str, Path]
+) -> None:
+    """Every network is attached and cached; a deadline expires as the intent is dropped."""
+    cache = cni.engine.cache
+    drop = cache.remove_intent
+    scope = anyio.CancelScope()
+
+    async def remove_intent(container_id: str) -> None:
+        scope.cancel()
+        await drop(container_id)
+
+    cache.remove_intent = remove_intent  # type: ignore[method-assign]
+    with scope:
+        await cni.set_up_pod(pod(net, "neta", "netb"))
+    assert scope.cancelled_caught
+    assert len(fakes["fa"].calls("DEL")) == 1
+    assert len(fakes["fb"].calls("DEL")) == 1
+    assert cache_files(dirs) == []
+    assert await cache.intents() == {}
+
+
+async def test_failed_intent_rewrite_rolls_back(
+    cni: CNIPlugin, net: Sandbox, fakes: dict[str, FakePlugin], dirs: dict[str, Path]
+) -> None:
+    """An earlier, unfinished set-up left netb in the intent; this set-up attaches neta and
+    cannot rewrite the intent afterwards: neta is rolled back, netb stays recorded."""
+    p = pod(net, "neta")
+    cache = cni.engine.cache
+    left = CacheEntry(container_id=p.id, network_name="netb", if_name="eth1", netns=p.netns)
+    await cache.write_intent(p.id, [left])
+    write = cache.write_intent
+    calls = 0
+
+    async def write_intent(container_id: str, attachments: list[CacheEntry], **kw: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # the first records the set-up, the second settles it
+            raise CacheError("disk full", path="intent")
+        await write(container_id, attachments, **kw)
+
+    cache.write_intent = write_intent  # type: ignore[method-assign]
+    with pytest.raises(CacheError):
+        await cni.set_up_pod(p)
+    assert len(fakes["fa"].calls("ADD")) == 1
+    assert len(fakes["fa"].calls("DEL")) == 1
+    assert cache_files(dirs) == []
+    intents = await cache.intents()
+    assert [(e.network_name, e.if_name) for e in intents[p.id]] == [("netb", "eth1")]
 
 
 async def test_rollback_past_cleanup_timeout_names_each_network(
