@@ -54,6 +54,10 @@ _STDERR_TAIL: Final = 16 * 1024
 _READ_SIZE: Final = 65536
 _READS_PER_WAKEUP: Final = 16
 _REAP_LIMIT: Final = 10.0  # a SIGKILLed process only outlives this in uninterruptible sleep
+# exec errors that say the file is not a runnable program (others: out of descriptors, memory...)
+_NOT_EXECUTABLE: Final = frozenset(
+    (errno.ENOENT, errno.EACCES, errno.ENOEXEC, errno.ETXTBSY, errno.EISDIR, errno.ELOOP)
+)
 _DEFAULT_PATH: Final = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -84,11 +88,12 @@ def find_plugin(plugin_type: str, bin_dirs: Sequence[str]) -> str:
     A candidate is accepted if it exists as a regular file (following symlinks); the executable
     bit is not checked here (a non-executable file fails at exec time with a clear error).
 
-    :raises PluginNotFound: if ``plugin_type`` is empty, contains ``/``, or is in no directory
+    :raises PluginNotFound: if ``plugin_type`` is empty, contains ``/`` or a NUL byte, or is in
+        no directory
     """
     if not plugin_type:
         raise PluginNotFound("no plugin name provided", search_path=bin_dirs)
-    if "/" in plugin_type or plugin_type in (".", ".."):
+    if "/" in plugin_type or "\0" in plugin_type or plugin_type in (".", ".."):
         raise PluginNotFound(
             f"invalid plugin name {plugin_type!r}: a plugin type must be a bare file name",
             plugin=plugin_type,
@@ -222,17 +227,29 @@ class SpawnExecutor:
     async def _exec_with_retry(self, path: str, stdin: bytes, env: Mapping[str, str]) -> bytes:
         attempt = 0
         while True:
+            # A task cancelled already must not start a plugin only to stop it at once.
+            await anyio.lowlevel.checkpoint_if_cancelled()
             try:
                 run = _PluginRun(path, stdin, env, self)
+            except ValueError as exc:  # a NUL byte in the path or the environment
+                raise PluginExecFailed(
+                    f"could not execute {path}: {exc} (a NUL byte cannot be passed to a process)",
+                    errno=errno.EINVAL,
+                    path=path,
+                ) from exc
             except OSError as exc:
                 if exc.errno == errno.ETXTBSY and attempt < _ETXTBSY_RETRIES:
                     attempt += 1
                     logger.debug("%s is busy (being written?); retry %d", path, attempt)
                     await anyio.sleep(_ETXTBSY_DELAY)
                     continue
+                hint = (
+                    "; check that it is an executable for this machine"
+                    if exc.errno in _NOT_EXECUTABLE
+                    else ""
+                )
                 raise PluginExecFailed(
-                    f"could not execute {path}: {os.strerror(exc.errno or 0)}; check that it is "
-                    "an executable for this machine",
+                    f"could not execute {path}: {os.strerror(exc.errno or 0)}{hint}",
                     errno=exc.errno or 0,
                     path=path,
                 ) from exc
@@ -276,10 +293,10 @@ class _PluginRun:
         self._stdin = memoryview(stdin)
         self._overflow = False
         self._fds: list[int] = []
-        stdin_r, self._stdin_w = self._pipe()
-        self._out_r, out_w = self._pipe()
-        self._err_r, err_w = self._pipe()
         try:
+            stdin_r, self._stdin_w = self._pipe()
+            self._out_r, out_w = self._pipe()
+            self._err_r, err_w = self._pipe()
             _nonblocking(self._stdin_w)
             self._write_stdin()
             if not self._stdin:
@@ -300,9 +317,8 @@ class _PluginRun:
         except BaseException:
             self._close_all()
             raise
-        finally:
-            for fd in (stdin_r, out_w, err_w):
-                self._close(fd)
+        for fd in (stdin_r, out_w, err_w):
+            self._close(fd)
         self._reaped = False
         try:
             self._pidfd = os.pidfd_open(self.pid)
@@ -392,13 +408,25 @@ class _PluginRun:
                     exited = await self._pump_until_done(poller)
                 finally:
                     self._fds.remove(poller.fileno())
-            if not exited:  # killed for flooding stdout: let the kill land before reaping
+            if exited:
+                returncode = self._reap()
+            else:  # killed for flooding stdout: let the kill land before reaping
+                returncode = -signal.SIGKILL
                 with anyio.move_on_after(_REAP_LIMIT):
                     await anyio.wait_readable(self._pidfd)
-            returncode = self._reap()
+                    returncode = self._reap()
+                if not self._reaped:
+                    self._unreaped()
         except BaseException:
-            with anyio.CancelScope(shield=True):
-                await self._terminate()
+            try:
+                with anyio.CancelScope(shield=True):
+                    await self._terminate()
+            except BaseException:
+                # Only a native asyncio cancellation gets through the shield (a second
+                # Task.cancel(), as asyncio.wait_for can send): stop and reap the plugin here,
+                # blocking, rather than leave it running.
+                self._kill_now()
+                raise
             raise
         finally:
             self._close_all()
@@ -474,7 +502,10 @@ class _PluginRun:
         deadline = time.monotonic() + self._executor.kill_grace
         with anyio.move_on_after(self._executor.kill_grace):
             await anyio.wait_readable(self._pidfd)
-            while _group_has_others(self.pid) and time.monotonic() < deadline:
+            # A walk of /proc, in a worker thread: on a busy node it takes milliseconds.
+            while time.monotonic() < deadline and await anyio.to_thread.run_sync(
+                _group_has_others, self.pid
+            ):
                 await anyio.sleep(0.01)
         # SIGKILL the whole group even if the plugin itself exited: its children may remain.
         self._signal_group(signal.SIGKILL)
@@ -482,6 +513,21 @@ class _PluginRun:
             await anyio.wait_readable(self._pidfd)
             self._reap()
             return
+        self._unreaped()
+
+    def _unreaped(self) -> None:
         logger.error(
             "plugin %d survived SIGKILL for %s s; it is left unreaped", self.pid, _REAP_LIMIT
         )
+
+    def _kill_now(self) -> None:
+        """SIGKILL the group and reap the plugin, blocking (at most ``_REAP_LIMIT`` seconds; a
+        killed process is gone within a millisecond unless stuck in the kernel)."""
+        if self._reaped or not self.pid:
+            return
+        self._signal_group(signal.SIGKILL)
+        ready, _, _ = select.select([self._pidfd], [], [], _REAP_LIMIT)
+        if ready:
+            self._reap()
+        else:
+            self._unreaped()

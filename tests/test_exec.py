@@ -207,6 +207,77 @@ async def test_cancellation_stops_and_reaps(
     assert _group_members(pid) == [] or all(wait_dead(p) for p in _group_members(pid))
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_second_native_cancel_still_stops_and_reaps(fake: FakePlugin, tmp_path: Path) -> None:
+    """asyncio.Task.cancel() twice (asyncio.wait_for can do it) gets through anyio's shield:
+    the plugin, which ignores SIGTERM, must still be killed and reaped, not left running."""
+    import asyncio
+
+    pidfile = tmp_path / "pids"
+    fake.on("ADD", sleep=60, ignore_term=True, pidfile=str(pidfile))
+    before = open_fds()
+    task = asyncio.ensure_future(run(fake, kill_grace=5))
+    while not pidfile.exists():
+        await asyncio.sleep(0.01)
+    task.cancel()
+    await asyncio.sleep(0.2)  # now in the kill_grace wait after SIGTERM
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    [pid] = [int(p) for p in pidfile.read_text().split()]
+    assert not alive(pid)
+    assert children() == []
+    assert open_fds() == before
+
+
+async def test_cancelled_task_starts_no_plugin(
+    fake: FakePlugin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spawned: list[str] = []
+    spawn = os.posix_spawn
+
+    def counting_spawn(path: str, *args: Any, **kw: Any) -> int:
+        spawned.append(path)
+        return spawn(path, *args, **kw)
+
+    monkeypatch.setattr(os, "posix_spawn", counting_spawn)
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await run(fake)
+    assert spawned == []
+    await run(fake)
+    assert spawned == [str(fake.path)]
+
+
+async def test_nul_bytes_are_exec_failures(fake: FakePlugin, bin_dir: Path) -> None:
+    with pytest.raises(PluginNotFound):
+        find_plugin("fa\0ke", [str(bin_dir)])
+    executor = SpawnExecutor()
+    with pytest.raises(PluginExecFailed) as info:
+        await executor.exec_plugin(str(fake.path), stdin=b"{}", env={**env(), "X": "a\0b"})
+    assert "NUL" in info.value.message
+    assert children() == []
+
+
+async def test_out_of_descriptors_leaks_none(fake: FakePlugin) -> None:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    before = open_fds()
+    # Room for three more descriptors: the first pipe and half of the second, of the six pipe
+    # ends a run needs. Descriptors are numbered from the lowest free one, holes included.
+    limit = next(n for n in range(1, soft) if n - len([fd for fd in before if fd < n]) == 3)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+    try:
+        with pytest.raises(PluginExecFailed) as info:
+            await run(fake)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert "executable" not in info.value.message  # the file is fine; descriptors ran out
+    assert open_fds() == before
+    assert fake.calls() == []
+
+
 async def test_cancellation_by_task_group(fake: FakePlugin) -> None:
     fake.on("ADD", sleep=60)
 
