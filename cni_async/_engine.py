@@ -103,7 +103,8 @@ class CNIEngine:
     :param inherit_env: names of variables copied from this process's environment into every
         plugin's environment (only ``PATH`` by default; libcni passes everything)
     :param extra_env: further variables for every plugin's environment
-    :param max_concurrent_execs: a limit on plugin processes running at once, or ``None``
+    :param max_concurrent_execs: a limit on plugin processes running at once (at least 1), or
+        ``None``; VERSION probes, which configuration loads make, do not count against it
     :param timeouts: the longest each verb's plugin may run, in seconds, by verb (``"ADD"``,
         ``"VERSION"``, ...); a plugin that runs longer is stopped and :class:`PluginTimeout`
         raised. Missing verbs use :data:`DEFAULT_TIMEOUTS`; ``None`` means no limit. The
@@ -130,6 +131,8 @@ class CNIEngine:
         base = {k: os.environ[k] for k in inherit_env if k in os.environ}
         base.update(extra_env or {})
         self._base_env = base
+        if max_concurrent_execs is not None and max_concurrent_execs < 1:
+            raise ValueError(f"max_concurrent_execs must be at least 1, not {max_concurrent_execs}")
         self._limiter = (
             anyio.CapacityLimiter(max_concurrent_execs) if max_concurrent_execs else None
         )
@@ -169,13 +172,16 @@ class CNIEngine:
         env: Mapping[str, str],
         network: str | None,
         rt: RuntimeConf | None = None,
+        *,
+        limited: bool = True,
     ) -> bytes:
         """Run one plugin once a process slot is free (``max_concurrent_execs``), observed.
 
         The wait for a slot counts neither against the verb's timeout nor in what observers
-        see: both cover the plugin run alone.
+        see: both cover the plugin run alone. ``limited=False`` (VERSION probes) takes no
+        slot, so a reload never waits behind slow pod operations.
         """
-        async with self._limiter or nullcontext():
+        async with self._limiter if limited and self._limiter else nullcontext():
             if not self.observers:
                 return await self._run_plugin(plugin_type, verb, stdin, env, network)
             info = PluginRunInfo(
@@ -440,7 +446,7 @@ class CNIEngine:
         # The dummies are for old plugins (skel before 0.3) that insisted on these variables.
         env = cni_env("VERSION", netns="dummy", ifname="dummy", base=self._base_env)
         env["CNI_PATH"] = "dummy"
-        return await self._run(plugin_type, "VERSION", _VERSION_STDIN, env, None)
+        return await self._run(plugin_type, "VERSION", _VERSION_STDIN, env, None, limited=False)
 
     async def validate_network_list(
         self,
@@ -460,29 +466,28 @@ class CNIEngine:
         validate_network_name(netlist.name)
         ask = version_info or self.get_version_info
         expected = netlist.cni_version or "0.1.0"
-        errors: list[CNIError] = []
+        failures: dict[int, CNIError] = {}  # by plugin index: reported in chain order
 
-        async def probe(plugin: PluginConfig) -> None:
+        async def probe(index: int, plugin: PluginConfig) -> None:
             try:
                 info = await ask(plugin.type)
             except CNIError as exc:
                 exc.add_context(network=netlist.name)
-                errors.append(exc)
+                failures[index] = exc
                 return
             if expected not in info.supported_versions:
-                errors.append(
-                    VersionError(
-                        f"plugin {plugin.type} does not support config version {expected!r} "
-                        f"(it supports {', '.join(info.supported_versions)})",
-                        plugin=plugin.type,
-                        verb="VERSION",
-                        network=netlist.name,
-                    )
+                failures[index] = VersionError(
+                    f"plugin {plugin.type} does not support config version {expected!r} "
+                    f"(it supports {', '.join(info.supported_versions)})",
+                    plugin=plugin.type,
+                    verb="VERSION",
+                    network=netlist.name,
                 )
 
         async with anyio.create_task_group() as tg:
-            for plugin in netlist.plugins:
-                tg.start_soon(probe, plugin)
+            for index, plugin in enumerate(netlist.plugins):
+                tg.start_soon(probe, index, plugin)
+        errors = [failures[i] for i in sorted(failures)]
         if len(errors) == 1:
             raise errors[0]
         if errors:
@@ -526,7 +531,12 @@ class CNIEngine:
             return
         valid = set(valid_attachments or ())
         errors: list[CNIError] = []
-        for entry in await self.cache.attachments():
+        try:
+            cached = await self.cache.attachments()
+        except CNIError as exc:  # the plugins' own GC below still runs
+            errors.append(exc)
+            cached = []
+        for entry in cached:
             if entry.network_name != netlist.name or (entry.container_id, entry.if_name) in valid:
                 continue
             rt = RuntimeConf(

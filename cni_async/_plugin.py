@@ -106,7 +106,8 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
         ``watch=False``); either way a request for a network that is not loaded reloads once
         before failing, and :meth:`reload` reloads on demand
     :param executor: how plugins are run (tests swap in fakes)
-    :param max_concurrent_execs: a limit on plugin processes running at once (``None``: no limit)
+    :param max_concurrent_execs: a limit on plugin processes running at once (``None``: no
+        limit); the VERSION probes of configuration loads do not count against it
     :param cleanup_timeout: seconds each rollback may take, even after a cancellation
     :param cni_args: extra ``CNI_ARGS`` pairs for every plugin call (never taken from this
         process's environment)

@@ -471,6 +471,49 @@ async def test_concurrency_limit(bin_dir: Path, cache_dir: Path, a: FakePlugin) 
     assert all(later - earlier >= 0.25 for earlier, later in itertools.pairwise(starts))
 
 
+async def test_version_probes_take_no_process_slot(
+    bin_dir: Path, cache_dir: Path, a: FakePlugin, b: FakePlugin
+) -> None:
+    """A reload's probes do not queue behind slow pod operations holding every slot."""
+    engine = CNIEngine([str(bin_dir)], cache_dir=str(cache_dir), max_concurrent_execs=1)
+    a.on("ADD", sleep=2)
+    net = netlist(plugins=[{"type": "plug-a"}])
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(engine.add_network_list, net, RT)
+        while not a.calls("ADD"):
+            await anyio.sleep(0.01)
+        with anyio.fail_after(1.5):  # well before the ADD gives its slot back
+            await engine.get_version_info("plug-b")
+        assert len(b.calls("VERSION")) == 1
+
+
+@pytest.mark.parametrize("limit", [0, -1])
+def test_concurrency_limit_must_be_positive(bin_dir: Path, limit: int) -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        CNIEngine([str(bin_dir)], max_concurrent_execs=limit)
+
+
+async def test_validation_errors_in_chain_order(
+    engine: CNIEngine, a: FakePlugin, b: FakePlugin
+) -> None:
+    a.on("VERSION", versions=["0.4.0"], sleep=0.5)  # a answers last, but is first in the chain
+    b.on("VERSION", versions=["0.4.0"])
+    with pytest.raises(MultipleErrors) as info:
+        await engine.validate_network_list(netlist())
+    assert [e.plugin for e in info.value.errors] == ["plug-a", "plug-b"]
+
+
+async def test_gc_verb_runs_when_the_cache_cannot_be_listed(
+    engine: CNIEngine, a: FakePlugin, b: FakePlugin, cache_dir: Path
+) -> None:
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    (cache_dir / "results").write_text("not a directory")  # listing it fails
+    with pytest.raises(MultipleErrors) as info:
+        await engine.gc_network_list(netlist(), [])
+    assert any(isinstance(e, CacheError) for e in info.value.errors)
+    assert len(a.calls("GC")) == 1 and len(b.calls("GC")) == 1
+
+
 async def test_inherited_env_is_allow_listed(
     bin_dir: Path, cache_dir: Path, a: FakePlugin, monkeypatch: pytest.MonkeyPatch
 ) -> None:
