@@ -1,4 +1,5 @@
-"""Per-key locks: one ``anyio.Lock`` per pod, created on demand and dropped when unused."""
+"""Locks of the pod API: one ``anyio.Lock`` per pod, created on demand and dropped when unused,
+and a gate that lets set-ups run together but not alongside a GC verb."""
 
 from __future__ import annotations
 
@@ -49,3 +50,54 @@ class KeyedLock:
     def __len__(self) -> int:
         """How many keys are held or waited for."""
         return len(self._locks)
+
+
+class SharedGate:
+    """Any number of shared holders at once, or one exclusive holder.
+
+    Once an exclusive holder waits, new shared holders wait behind it, so a steady stream of
+    shared holders cannot keep it out. Waits are cancellable; a free gate is passed without a
+    round through the event loop.
+    """
+
+    def __init__(self) -> None:
+        self._shared = 0
+        self._exclusive = False  # held, or waited for
+        self._changed: anyio.Event | None = None
+
+    async def _wait(self) -> None:
+        if self._changed is None:
+            self._changed = anyio.Event()
+        await self._changed.wait()
+
+    def _notify(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    @asynccontextmanager
+    async def shared(self) -> AsyncIterator[None]:
+        """Hold the gate, shared, for the body of the ``async with``."""
+        while self._exclusive:
+            await self._wait()
+        self._shared += 1
+        try:
+            yield
+        finally:
+            self._shared -= 1
+            if not self._shared:
+                self._notify()
+
+    @asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        """Hold the gate alone, once every shared holder has left, for the body."""
+        while self._exclusive:
+            await self._wait()
+        self._exclusive = True
+        try:
+            while self._shared:
+                await self._wait()
+            yield
+        finally:
+            self._exclusive = False
+            self._notify()

@@ -58,7 +58,7 @@ from ._events import (
     diff_snapshots,
 )
 from ._exec import PluginExecutor
-from ._locks import KeyedLock
+from ._locks import KeyedLock, SharedGate
 from ._models import NetResult, PodNetwork
 from ._netns import interface_state, loopback_is_up, loopback_up_blocking
 from ._observe import Observer, operation_info
@@ -159,6 +159,11 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
         self._snapshot = ConfigSnapshot(conf_dir=conf_dir)
         self._reload_lock = anyio.Lock()
         self._pod_locks = KeyedLock()
+        # Set-ups pass shared; GC's verb passes alone, so that no ADD runs while the plugins are
+        # told which attachments are in use.
+        self._gc_gate = SharedGate()
+        # Container IDs with a set-up in flight: GC never takes what they recorded for stale.
+        self._setting_up: dict[str, int] = {}
         self._events = EventHub()
         self._watcher: ConfigWatcher | None = None
         self._in_flight = 0
@@ -400,10 +405,17 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
                 Attachment(net, self._runtime_conf(pod, net.name, ifname, pod.netns))
                 for net, ifname in plan
             ]
-            async with self._pod_locks.hold((pod.namespace, pod.name)):
+            async with self._pod_locks.hold((pod.namespace, pod.name)), self._gc_gate.shared():
                 started = time.perf_counter()
-                earlier = await self._record_intent(pod.id, attachments, pod.netns)
-                results = await self._attach_all(pod, attachments, earlier)
+                self._setting_up[pod.id] = self._setting_up.get(pod.id, 0) + 1
+                try:
+                    earlier = await self._record_intent(pod.id, attachments, pod.netns)
+                    results = await self._attach_all(pod, attachments, earlier)
+                finally:
+                    if self._setting_up[pod.id] == 1:
+                        del self._setting_up[pod.id]
+                    else:
+                        self._setting_up[pod.id] -= 1
             logger.info(
                 "set up pod %s/%s on %s in %.1f ms",
                 pod.namespace,
@@ -579,11 +591,13 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
             self._pod_locks.hold((pod.namespace, pod.name)),
         ):
             netns = await existing_netns(pod.netns)
-            attachments, errors = await self._teardown_targets(pod, netns)
+            intent = await self._engine.cache.read_intent(pod.id)
+            attachments, errors = await self._teardown_targets(pod, netns, intent)
             errors += await self._detach_all(attachments)
             if errors:
                 raise PodNetworkError(f"{pod.namespace}/{pod.name}", "teardown", errors)
-            await self._engine.cache.remove_intent(pod.id)
+            # What an unfinished set-up recorded for networks not torn down here stays.
+            await self._settle_intent(pod.id, _not_in(intent, attachments))
             logger.info(
                 "tore down pod %s/%s (%s)",
                 pod.namespace,
@@ -592,12 +606,9 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
             )
 
     async def _teardown_targets(
-        self, pod: PodNetwork, netns: str
+        self, pod: PodNetwork, netns: str, intent: list[CacheEntry]
     ) -> tuple[list[Attachment], list[CNIError]]:
-        cache = self._engine.cache
-        cached: dict[tuple[str, str], CacheEntry] = {
-            (e.network_name, e.if_name): e for e in await cache.read_intent(pod.id)
-        }
+        cached: dict[tuple[str, str], CacheEntry] = {(e.network_name, e.if_name): e for e in intent}
         # Completed attachments (with their results) win over the intent's records.
         cached.update(
             ((e.network_name, e.if_name), e)
@@ -769,8 +780,13 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
         """Remove every cached attachment that does not belong to ``valid_pods``, then run GC.
 
         Stale attachments get DEL with their cached configuration (taking their pod's lock);
-        then each network of version 1.1.0 and later gets the GC verb with the attachments of
-        the valid pods. Networks that set ``disableGC`` are left alone. Every step is tried.
+        then each network of version 1.1.0 and later gets the GC verb with the attachments in
+        use. Networks that set ``disableGC`` are left alone. Every step is tried.
+
+        Set-ups may run while GC does, unlike ocicni, which asks its caller to serialise them:
+        an attachment whose set-up is in flight, or that was made after this call began, is
+        never taken for stale and counts as in use; the GC verb itself waits for set-ups in
+        flight, and set-ups that start meanwhile wait for it.
 
         :raises MultipleErrors: some steps failed (each error is kept)
         """
@@ -791,7 +807,11 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
             stale: dict[tuple[str, str], list[CacheEntry]] = {}
             for entry in [*entries, *unfinished]:
                 current = snapshot.get(entry.network_name)
-                if entry.container_id in valid_ids or (current and current.disable_gc):
+                if (
+                    entry.container_id in valid_ids
+                    or entry.container_id in self._setting_up
+                    or (current and current.disable_gc)
+                ):
                     continue
                 args = dict(entry.cni_args)
                 key = (
@@ -812,29 +832,62 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
                             failed.append(exc)
                     failed.extend(await self._detach_all(targets))
                     if not failed:
+                        done = {(e.network_name, e.if_name) for e in group}
                         for cid in {e.container_id for e in group} & set(intents):
-                            await self._engine.cache.remove_intent(cid)
+                            # Records GC left alone (a disableGC network) stay for later.
+                            await self._settle_intent(
+                                cid,
+                                [
+                                    e
+                                    for e in intents[cid]
+                                    if (e.network_name, e.if_name) not in done
+                                ],
+                            )
                     errors.extend(failed)
 
             async with anyio.create_task_group() as tg:
                 for key, group in stale.items():
                     tg.start_soon(collect, key, group)
 
-            in_use: dict[str, set[tuple[str, str]]] = {}
-            for entry in entries:
-                if entry.container_id in valid_ids:
-                    in_use.setdefault(entry.network_name, set()).add(
-                        (entry.container_id, entry.if_name)
-                    )
-            for pod in valid:
-                plan = plan_networks(snapshot, pod, self._default_name)
-                if not isinstance(plan, NetworkNotFound):
-                    for network, ifname in plan:
-                        in_use.setdefault(network.name, set()).add((pod.id, ifname))
-            for network in snapshot.networks:  # gc_plugins skips disableGC and pre-1.1.0
-                try:
-                    await self._engine.gc_plugins(network, sorted(in_use.get(network.name, ())))
-                except MultipleErrors as exc:
-                    errors.extend(exc.errors)
+            found_stale = {
+                (e.container_id, e.network_name, e.if_name)
+                for group in stale.values()
+                for e in group
+            }
+            # No set-up runs while the plugins are told what is in use. What is recorded now
+            # and was not found stale above (a pod set up since this call began, say) is in
+            # use, as is what the valid pods ask for.
+            async with self._gc_gate.exclusive():
+                in_use: dict[str, set[tuple[str, str]]] = {}
+                now = [
+                    *await self._engine.get_cached_attachments(),
+                    *(e for found in (await self._engine.cache.intents()).values() for e in found),
+                ]
+                for entry in now:
+                    attachment = (entry.container_id, entry.network_name, entry.if_name)
+                    if entry.container_id in valid_ids or attachment not in found_stale:
+                        in_use.setdefault(entry.network_name, set()).add(
+                            (entry.container_id, entry.if_name)
+                        )
+                for pod in valid:
+                    try:
+                        plan = plan_networks(snapshot, pod, self._default_name)
+                    except CNIError as exc:  # this pod's request is invalid; GC goes on
+                        errors.append(exc)
+                        continue
+                    if not isinstance(plan, NetworkNotFound):
+                        for network, ifname in plan:
+                            in_use.setdefault(network.name, set()).add((pod.id, ifname))
+                for network in snapshot.networks:  # gc_plugins skips disableGC and pre-1.1.0
+                    try:
+                        await self._engine.gc_plugins(network, sorted(in_use.get(network.name, ())))
+                    except MultipleErrors as exc:
+                        errors.extend(exc.errors)
             if errors:
                 raise MultipleErrors("garbage collection failed", errors)
+
+
+def _not_in(intent: list[CacheEntry], attachments: Sequence[Attachment]) -> list[CacheEntry]:
+    """The intent's records that none of ``attachments`` covers."""
+    covered = {(a.network.name, a.rt.ifname) for a in attachments}
+    return [e for e in intent if (e.network_name, e.if_name) not in covered]

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import msgspec
 import pytest
 
 from cni_async._attachments import assign_ifnames
@@ -472,6 +473,99 @@ async def test_gc(
     fakes["fa"].on("GC", stdout={"code": 5, "msg": "io"}, exit=1)
     with pytest.raises(MultipleErrors):
         await cni.gc([keep])
+
+
+async def test_gc_counts_a_pod_set_up_meanwhile_as_in_use(
+    cni: CNIPlugin, net: Sandbox, fakes: dict[str, FakePlugin]
+) -> None:
+    """The runtime's valid list was made before a new pod; GC must not tell the plugins to
+    free what that pod got while GC was busy with the stale ones."""
+    old, new = pod(net, "neta", name="old"), pod(net, "neta", name="new")
+    await cni.set_up_pod(old)
+    fakes["fa"].on(f"DEL:{old.id}", sleep=1.0)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(cni.gc, [])
+        while not fakes["fa"].calls("DEL"):
+            await anyio.sleep(0.01)
+        await cni.set_up_pod(new)
+    [gc] = fakes["fa"].stdins("GC")
+    assert gc["cni.dev/valid-attachments"] == [{"containerID": new.id, "ifname": "eth0"}]
+
+
+async def test_gc_verb_waits_for_a_set_up_in_flight(
+    cni: CNIPlugin, net: Sandbox, fakes: dict[str, FakePlugin]
+) -> None:
+    new = pod(net, "neta", name="new")
+    fakes["fa"].on("ADD", sleep=1.0)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(cni.set_up_pod, new)
+        while not fakes["fa"].calls("ADD"):
+            await anyio.sleep(0.01)
+        await cni.gc([])
+    [add] = fakes["fa"].calls("ADD")
+    [gc] = fakes["fa"].calls("GC")
+    assert gc["time"] - add["time"] >= 0.9  # sent once the ADD had finished
+    assert json.loads(gc["stdin"])["cni.dev/valid-attachments"] == [
+        {"containerID": new.id, "ifname": "eth0"}
+    ]
+
+
+async def test_gc_with_an_invalid_valid_pod_still_sends_the_verb(
+    cni: CNIPlugin, net: Sandbox, fakes: dict[str, FakePlugin]
+) -> None:
+    bad = pod(net, ("neta", "eth0"), ("netb", "eth0"), name="bad")  # one ifname twice
+    with pytest.raises(MultipleErrors) as info:
+        await cni.gc([bad])
+    assert any(isinstance(e, InvalidArgument) for e in info.value.errors)
+    assert len(fakes["fa"].calls("GC")) == 1
+
+
+async def test_partial_teardown_keeps_the_rest_of_an_intent(
+    cni: CNIPlugin, net: Sandbox, fakes: dict[str, FakePlugin]
+) -> None:
+    """A set-up that died left neta and netb in its intent; tearing down neta alone must leave
+    netb for a later teardown (or GC) to find."""
+    p = pod(net, "neta", "netb")
+    cache = cni.engine.cache
+    await cache.write_intent(
+        p.id,
+        [
+            CacheEntry(container_id=p.id, network_name=n, if_name=i, netns=p.netns)
+            for n, i in (("neta", "eth0"), ("netb", "eth1"))
+        ],
+    )
+    await cni.tear_down_pod(msgspec.structs.replace(p, networks=[NetAttachment("neta")]))
+    assert [(e.network_name, e.if_name) for e in await cache.read_intent(p.id)] == [
+        ("netb", "eth1")
+    ]
+    await cni.tear_down_pod(msgspec.structs.replace(p, networks=[]))
+    assert len(fakes["fb"].calls("DEL")) == 1
+    assert await cache.intents() == {}
+
+
+async def test_gc_keeps_intent_records_of_networks_it_leaves_alone(
+    dirs: dict[str, Path], fakes: dict[str, FakePlugin], net: Sandbox
+) -> None:
+    write_conflist(dirs["conf"], "neta", [{"type": "fa"}], filename="10-neta.conflist")
+    write_conflist(
+        dirs["conf"], "netb", [{"type": "fb"}], filename="20-netb.conflist", disableGC=True
+    )
+    async with CNIPlugin(
+        str(dirs["conf"]), [str(dirs["bin"])], str(dirs["cache"]), watch=False
+    ) as cni:
+        p = pod(net, "neta", "netb")
+        cache = cni.engine.cache
+        await cache.write_intent(
+            p.id,
+            [
+                CacheEntry(container_id=p.id, network_name=n, if_name=i, netns=p.netns)
+                for n, i in (("neta", "eth0"), ("netb", "eth1"))
+            ],
+        )
+        await cni.gc([])
+        assert len(fakes["fa"].calls("DEL")) == 1 and fakes["fb"].calls("DEL") == []
+        [(cid, left)] = (await cache.intents()).items()
+        assert cid == p.id and [(e.network_name, e.if_name) for e in left] == [("netb", "eth1")]
 
 
 async def test_closed(dirs: dict[str, Path], fakes: dict[str, FakePlugin], net: Sandbox) -> None:
