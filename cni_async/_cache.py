@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -26,6 +27,8 @@ from ._validation import validate_attachment, validate_container_id
 __all__ = ["CACHE_KIND", "DEFAULT_CACHE_DIR", "INTENT_KIND", "CacheEntry", "Intent", "ResultCache"]
 
 CACHE_KIND: Final = "cniCacheV1"
+_STALE_AFTER: Final = 60.0  # seconds: a temporary of a process that is gone
+_STALE_ANYWAY: Final = 3600.0  # seconds: any temporary
 DEFAULT_CACHE_DIR: Final = "/var/lib/cni"
 
 
@@ -209,14 +212,28 @@ class ResultCache:
         await anyio.to_thread.run_sync(self._remove_stale_temporaries)
 
     def _remove_stale_temporaries(self) -> None:
+        """A temporary is stale when it is older than a minute and the process that wrote it
+        is gone, or older than an hour whatever its PID says.
+
+        A write lasts milliseconds, so the age alone protects the files of writers in other PID
+        namespaces (whose PIDs mean nothing here); the hour covers a writer whose PID came back
+        (a runtime that is PID 1 of its container, restarted).
+        """
         try:
             names = os.listdir(self.tmp_dir)
         except OSError:
             return
+        now = time.time()
         for name in names:
+            path = os.path.join(self.tmp_dir, name)
             pid = name.rsplit(".", 1)[-1].split("-", 1)[0]
-            if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
-                unlink_quietly(os.path.join(self.tmp_dir, name))
+            try:
+                age = now - os.stat(path).st_mtime
+            except OSError:
+                continue
+            gone = pid.isdigit() and not os.path.exists(f"/proc/{pid}")
+            if (gone and age > _STALE_AFTER) or age > _STALE_ANYWAY:
+                unlink_quietly(path)
 
     async def remove(self, network: str, container_id: str, ifname: str) -> None:
         """Remove an entry; a missing one is not an error."""

@@ -254,6 +254,13 @@ class SpawnExecutor:
                     path=path,
                 ) from exc
             stdout, stderr, returncode = await run.wait()
+            if returncode is None:
+                raise PluginError(
+                    f"the exit status of {path} was lost: something else in this process reaped "
+                    "it (SIGCHLD set to SIG_IGN, or a waitpid(-1) elsewhere); leave SIGCHLD at "
+                    "its default so that cni_async reaps its own plugins",
+                    stderr=stderr,
+                )
             if returncode != 0:
                 raise plugin_failure(stdout, stderr, returncode)
             if stderr:
@@ -386,15 +393,16 @@ class _PluginRun:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.pid, signum)
 
-    def _reap(self) -> int:
+    def _reap(self) -> int | None:
+        """Reap the plugin; its exit code, or ``None`` if something else reaped it first."""
         self._reaped = True
         try:
             _, status = os.waitpid(self.pid, 0)
-        except ChildProcessError:  # someone else reaped it (a waitpid(-1) elsewhere)
-            return -signal.SIGKILL
+        except ChildProcessError:  # SIGCHLD ignored, or a waitpid(-1) elsewhere
+            return None
         return os.waitstatus_to_exitcode(status)
 
-    async def wait(self) -> tuple[bytes, bytes, int]:
+    async def wait(self) -> tuple[bytes, bytes, int | None]:
         """Wait for the plugin and its output; stop and reap it if this task is cancelled.
 
         One task watches stdout, stderr, stdin (while there is more to write) and the pidfd
@@ -408,6 +416,7 @@ class _PluginRun:
                     exited = await self._pump_until_done(poller)
                 finally:
                     self._fds.remove(poller.fileno())
+            returncode: int | None
             if exited:
                 returncode = self._reap()
             else:  # killed for flooding stdout: let the kill land before reaping

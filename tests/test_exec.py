@@ -278,6 +278,19 @@ async def test_out_of_descriptors_leaks_none(fake: FakePlugin) -> None:
     assert fake.calls() == []
 
 
+async def test_exit_status_lost_to_an_ignored_sigchld(fake: FakePlugin) -> None:
+    """With SIGCHLD ignored the kernel reaps plugins itself: say so, not "killed by SIGKILL"."""
+    fake.on("ADD", stdout="{}")
+    previous = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    try:
+        with pytest.raises(PluginError, match="SIGCHLD") as info:
+            await run(fake)
+    finally:
+        signal.signal(signal.SIGCHLD, previous)
+    assert "SIGKILL" not in info.value.message
+    assert children() == []
+
+
 async def test_cancellation_by_task_group(fake: FakePlugin) -> None:
     fake.on("ADD", sleep=60)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -679,8 +680,18 @@ async def test_stale_cache_temporaries_are_removed(
 ) -> None:
     tmp = dirs["cache"] / "cni_async-tmp"
     tmp.mkdir()
-    (tmp / "net-c-eth0.999999999-abc").write_text("{")
-    (tmp / f"net-c-eth0.{os.getpid()}-abc").write_text("{")
+    old = time.time() - 120
+    ancient = time.time() - 7200
+
+    def temporary(name: str, mtime: float | None = None) -> None:
+        (tmp / name).write_text("{")
+        if mtime is not None:
+            os.utime(tmp / name, (mtime, mtime))
+
+    temporary("dead-old.999999999-abc", old)  # its writer is gone: removed
+    temporary("dead-new.999999999-abc")  # maybe a writer in another PID namespace: kept
+    temporary(f"alive-old.{os.getpid()}-abc", old)  # its writer lives: kept
+    temporary(f"alive-ancient.{os.getpid()}-abc", ancient)  # no write lasts an hour: removed
     async with CNIPlugin(str(dirs["conf"]), [str(dirs["bin"])], str(dirs["cache"]), watch=False):
         pass
-    assert os.listdir(tmp) == [f"net-c-eth0.{os.getpid()}-abc"]
+    assert sorted(os.listdir(tmp)) == [f"alive-old.{os.getpid()}-abc", "dead-new.999999999-abc"]
