@@ -31,7 +31,9 @@ async def test_shared_holders_overlap_and_exclusive_waits_for_them() -> None:
         tg.start_soon(shared, "a", 0.2)
         tg.start_soon(shared, "b", 0.1)
         tg.start_soon(exclusive)
-    assert log == ["a in", "b in", "b out", "a out", "x in", "x out"]
+    # Trio starts tasks in no fixed order: a and b may come in either way.
+    assert sorted(log[:2]) == ["a in", "b in"]
+    assert log[2:] == ["b out", "a out", "x in", "x out"]
 
 
 async def test_a_waiting_exclusive_holder_keeps_new_shared_ones_out() -> None:
