@@ -10,6 +10,7 @@ to it, so ocicni-style synchronous use works from any number of plain threads::
 
 from __future__ import annotations
 
+import concurrent.futures
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AbstractContextManager, ExitStack
 from types import TracebackType
@@ -46,6 +47,8 @@ class BlockingCNIPlugin:
         self._portal: BlockingPortal | None = None
 
     def __enter__(self) -> Self:
+        if self._portal is not None:
+            raise RuntimeError("this BlockingCNIPlugin is open already")
         portal_cm: AbstractContextManager[BlockingPortal] = start_blocking_portal(self._backend)
         self._portal = self._stack.enter_context(portal_cm)
         try:
@@ -70,14 +73,36 @@ class BlockingCNIPlugin:
         self._stack.close()
 
     def _run(self, fn: Callable[..., Awaitable[T]], *args: Any, timeout: float | None) -> T:
-        if self._portal is None:
+        portal = self._portal
+        if portal is None:
             raise anyio.ClosedResourceError("this BlockingCNIPlugin is not open")
+        scopes: list[anyio.CancelScope] = []
+        interrupted = False
 
         async def bounded() -> T:
-            with anyio.fail_after(timeout):
+            with anyio.CancelScope() as scope, anyio.fail_after(timeout):
+                scopes.append(scope)
+                if interrupted:
+                    scope.cancel()
                 return await fn(*args)
+            raise anyio.get_cancelled_exc_class()  # interrupted: the caller raises its own
 
-        return self._portal.call(bounded)
+        def interrupt() -> None:  # in the event loop's thread, as bounded()
+            nonlocal interrupted
+            interrupted = True
+            for scope in scopes:
+                scope.cancel()
+
+        future = portal.start_task_soon(bounded)
+        try:
+            return future.result()
+        except BaseException:
+            if not future.done():
+                # Interrupted while waiting (^C): cancel the operation as a deadline would
+                # (a set-up is rolled back), wait for that, then let the interrupt through.
+                portal.call(interrupt)
+                concurrent.futures.wait([future])
+            raise
 
     @property
     def name(self) -> str:

@@ -2,7 +2,7 @@
 
     cni-async networks                 what is loaded, the default, invalid files and why
     cni-async add|check|del NET NETNS  run a network on a namespace, as cnitool does
-    cni-async status [NET]             readiness (STATUS for 1.1.0 networks)
+    cni-async status NET               readiness (STATUS for 1.1.0 networks)
     cni-async gc NET                   remove the network's cached attachments (cnitool's gc)
     cni-async watch                    stream configuration events, one JSON object per line
     cni-async pod add|status|del NAMESPACE NAME ID NETNS [-networks a,b]
@@ -60,9 +60,10 @@ def _environment() -> dict[str, Any]:
         if not isinstance(cap_args, dict):
             raise _UsageError("CAP_ARGS must be a JSON object")
     args: list[tuple[str, str]] = []
-    for pair in filter(None, os.environ.get("CNI_ARGS", "").split(";")):
+    raw_args = os.environ.get("CNI_ARGS", "")
+    for pair in raw_args.split(";") if raw_args else ():
         key, sep, value = pair.partition("=")
-        if not sep or not key or not value:
+        if not sep or not key or not value or "=" in value:  # as libcni's LoadArgs
             raise _UsageError(f"invalid CNI_ARGS pair {pair!r}: expected KEY=VALUE")
         args.append((key, value))
     return {
@@ -276,6 +277,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args[:1] == ["bench"]:
         return _bench(args[1:], replace_process=argv is None)
     options = parser.parse_args(args)
+    if getattr(options, "netns", None):  # as cnitool: the cache records where it is
+        options.netns = os.path.abspath(options.netns)
     try:
         return anyio.run(_run, options)
     except _UsageError as exc:

@@ -9,7 +9,7 @@ these: a cancelled call re-raises the backend's cancellation exception unchanged
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 __all__ = [
     "CNIError",
@@ -106,6 +106,18 @@ class CNIError(Exception):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r}, code={self.code!r})"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Subclasses take keyword-only arguments, which the default (type(*args)) loses: rebuild
+        # from the attributes, so errors cross process boundaries (multiprocessing) intact.
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+def _rebuild(cls: type[CNIError], args: tuple[Any, ...], state: dict[str, Any]) -> CNIError:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
 
 class ConfigError(CNIError):
     """A network configuration (file, bytes or directory) is invalid or could not be read.
@@ -197,7 +209,7 @@ class PluginError(CNIError):
         self,
         msg: str,
         *,
-        code: int = ERR_UNKNOWN,
+        code: int | None = None,
         details: str = "",
         stderr: bytes = b"",
         returncode: int | None = None,
@@ -206,6 +218,8 @@ class PluginError(CNIError):
         network: str | None = None,
     ) -> None:
         message = f"{msg}; {details}" if details else msg
+        if code is None:  # the subclass's own code (PluginNotAvailable: 50), else unknown
+            code = ERR_UNKNOWN if self.default_code is None else self.default_code
         super().__init__(message, code=code, plugin=plugin, verb=verb, network=network)
         self.msg = msg
         self.details = details

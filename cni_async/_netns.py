@@ -7,16 +7,18 @@ the kernel serves it under its global RTNL lock, which plugins hold while they b
 veths; no worker thread ever enters another namespace. Each call sends exactly the requests it
 needs (pyroute2's own ``netns=`` option forks a helper process per socket, many times slower).
 
-The two requests of every pod's hot path (bring ``lo`` up, read its flags) are fixed 32-byte
-messages packed with :mod:`struct`; pyroute2's message classes are imported, and used, only to
-read an interface's addresses (a status without a cached result), since importing pyroute2 alone
-costs more CPU than hundreds of pod cycles spend on netlink.
+Bringing ``lo`` up, on every pod's hot path, is a fixed 32-byte message packed with
+:mod:`struct`; reading its flags is a ``SIOCGIFFLAGS`` ioctl, which the kernel answers without
+the RTNL lock, so it runs in the calling thread. pyroute2's message classes are imported, and
+used, only to read an interface's addresses (a status without a cached result), since importing
+pyroute2 alone costs more CPU than hundreds of pod cycles spend on netlink.
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import functools
 import logging
 import os
@@ -59,8 +61,13 @@ def _setns(fd: int) -> None:
         raise OSError(code, os.strerror(code))
 
 
-def _socket_in(netns: str) -> socket.socket:
-    """An rtnetlink socket that lives in ``netns``.
+def _socket_in(
+    netns: str,
+    family: int = socket.AF_NETLINK,
+    kind: int = socket.SOCK_RAW,
+    proto: int = socket.NETLINK_ROUTE,
+) -> socket.socket:
+    """A socket (rtnetlink unless told otherwise) that lives in ``netns``.
 
     The calling thread enters the namespace only for the ``socket()`` call and returns at once.
     """
@@ -69,11 +76,11 @@ def _socket_in(netns: str) -> socket.socket:
     try:
         home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:
-            _setns(target)
             try:
-                return socket.socket(
-                    socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE
-                )
+                # Inside the try: a signal handler that raises right after the switch (Python
+                # runs them between two calls) must not leave this thread in the pod.
+                _setns(target)
+                return socket.socket(family, kind | socket.SOCK_CLOEXEC, proto)
             finally:
                 try:
                     _setns(home)
@@ -106,7 +113,6 @@ _NLM_F_REQUEST: Final = 0x1
 _NLM_F_ACK: Final = 0x4
 _NLM_F_DUMP: Final = 0x300
 _RTM_NEWLINK: Final = 16
-_RTM_GETLINK: Final = 18
 
 
 def _exchange_raw(sock: socket.socket, request: bytes, flags: int) -> list[bytes]:
@@ -186,22 +192,13 @@ def _namespace_error(netns: str, exc: Exception) -> NamespaceError:
     return NamespaceError(f"netlink in network namespace {netns!r} failed: {shown}", netns=netns)
 
 
-async def _run_in_namespace(
-    netns: str, work: Callable[[socket.socket], T], *, inline: bool = False
-) -> T:
-    """Run ``work`` on a netlink socket in ``netns``, in a worker thread.
-
-    ``inline`` runs it in the calling thread instead: only for requests the kernel serves
-    without the RTNL lock (reading one link), where the thread hop would cost more.
-    """
+async def _run_in_namespace(netns: str, work: Callable[[socket.socket], T]) -> T:
+    """Run ``work`` on a netlink socket in ``netns``, in a worker thread."""
     try:
         sock = _socket_in(netns)
     except OSError as exc:
         raise _namespace_error(netns, exc) from exc
     try:
-        if inline:
-            await anyio.lowlevel.checkpoint()
-            return _exchange_in(netns, sock, work)
         return await anyio.to_thread.run_sync(_exchange_in, netns, sock, work)
     finally:
         sock.close()  # if cancelled before the worker thread took it over
@@ -223,7 +220,6 @@ _RT_SCOPE_UNIVERSE: Final = 0
 _SET_LO_UP: Final = _link_request(
     _RTM_NEWLINK, _NLM_F_REQUEST | _NLM_F_ACK, _LOOPBACK_INDEX, _IFF_UP, _IFF_UP
 )
-_GET_LO: Final = _link_request(_RTM_GETLINK, _NLM_F_REQUEST, _LOOPBACK_INDEX, 0, 0)
 
 
 def _set_lo_up(sock: socket.socket) -> None:
@@ -290,10 +286,8 @@ def _read_interface(ifname: str) -> Callable[[Any], InterfaceState | None]:
     return work
 
 
-def _lo_is_up(sock: socket.socket) -> bool:
-    [raw] = _exchange_raw(sock, _GET_LO, _NLM_F_REQUEST)
-    _family, _type, _index, flags, _change = _IFINFOMSG.unpack_from(raw, _NLMSG_HEADER.size)
-    return bool(flags & _IFF_UP)
+_SIOCGIFFLAGS: Final = 0x8913
+_IFREQ_FLAGS: Final = struct.Struct("=16sh14x")  # struct ifreq: name, then ifr_flags
 
 
 async def loopback_is_up(netns: str) -> bool:
@@ -301,8 +295,19 @@ async def loopback_is_up(netns: str) -> bool:
 
     :raises NamespaceError: if the namespace does not exist
     """
-    # RTM_GETLINK of one link is served without the RTNL lock (kernels since 5.x): no hop.
-    return await _run_in_namespace(netns, _lo_is_up, inline=True)
+    # SIOCGIFFLAGS is answered under RCU alone, where rtnetlink's RTM_GETLINK takes the RTNL
+    # lock that plugins hold while they build links: this cannot stall the event loop.
+    try:
+        sock = _socket_in(netns, socket.AF_INET, socket.SOCK_DGRAM, 0)
+    except OSError as exc:
+        raise _namespace_error(netns, exc) from exc
+    await anyio.lowlevel.checkpoint()
+    with sock:
+        try:
+            answer = fcntl.ioctl(sock, _SIOCGIFFLAGS, _IFREQ_FLAGS.pack(b"lo", 0))
+        except OSError as exc:
+            raise _namespace_error(netns, exc) from exc
+    return bool(_IFREQ_FLAGS.unpack(answer)[1] & _IFF_UP)
 
 
 async def interface_state(netns: str, ifname: str) -> InterfaceState | None:

@@ -39,7 +39,10 @@ def _atoi(part: str, which: str, version: str) -> int:
             f"invalid version {version!r}: failed to convert {which} version part {part!r}: "
             f"not an integer"
         )
-    value = int(part)
+    sign = "-" if part.startswith("-") else ""
+    digits = part.lstrip("+-").lstrip("0") or "0"
+    # int() refuses strings of over 4300 digits; anything past 19 is out of range anyway.
+    value = int(sign + digits) if len(digits) <= 19 else _INT64_MAX + 1
     if not -_INT64_MAX - 1 <= value <= _INT64_MAX:
         raise VersionError(
             f"invalid version {version!r}: failed to convert {which} version part {part!r}: "

@@ -84,7 +84,8 @@ def validate_cni_args(args: Iterable[tuple[str, str]]) -> None:
     """:raises InvalidArgument: if a CNI_ARGS pair could not be sent unambiguously.
 
     CNI_ARGS is ``K=V;K=V`` with no escaping, so keys must be plain names and values must not
-    contain ``;`` (nor NUL, which cannot be in an environment variable).
+    contain ``;`` or ``=`` (plugins split each pair on ``=`` and refuse a third part, as
+    libcni's ``LoadArgs`` does), nor NUL, which cannot be in an environment variable.
     """
     for key, value in args:
         if not _ARG_KEY.fullmatch(key):
@@ -92,8 +93,8 @@ def validate_cni_args(args: Iterable[tuple[str, str]]) -> None:
                 f"invalid CNI_ARGS key {key!r}: use letters, digits, '_', '.' and '-'",
                 code=ERR_INVALID_ENVIRONMENT_VARIABLES,
             )
-        if ";" in value or "\0" in value:
+        if ";" in value or "=" in value or "\0" in value:
             raise InvalidArgument(
-                f"invalid CNI_ARGS value for {key}: it must not contain ';' or NUL",
+                f"invalid CNI_ARGS value for {key}: it must not contain ';', '=' or NUL",
                 code=ERR_INVALID_ENVIRONMENT_VARIABLES,
             )

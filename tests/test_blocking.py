@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import threading
+import time
 from pathlib import Path
 
 import anyio
@@ -54,4 +56,32 @@ def test_from_plain_threads(dirs: dict[str, Path], net: Sandbox, backend: str) -
         assert len(fake.calls("DEL")) == 5  # four teardowns and the timed-out set-up's rollback
     assert os.listdir(dirs["cache"] / "results") == []
     with pytest.raises(anyio.ClosedResourceError):
+        cni.status()
+
+
+def test_interrupt_cancels_and_rolls_back(dirs: dict[str, Path], net: Sandbox) -> None:
+    """^C while a set-up blocks: the set-up is cancelled and rolled back, then the
+    KeyboardInterrupt comes through, without waiting for the plugin to finish."""
+    fake = FakePlugin(dirs["bin"], "fa").on("ADD", sleep=30)
+    write_conflist(dirs["conf"], "net1", [{"type": "fa"}])
+    pod = PodNetwork("p", "ns", f"{net.prefix}-p", "u", net.netns("p"))
+    with BlockingCNIPlugin(str(dirs["conf"]), [str(dirs["bin"])], str(dirs["cache"])) as cni:
+        timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))  # a real ^C
+        timer.start()
+        started = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            cni.set_up_pod(pod)
+        assert time.monotonic() - started < 10
+        assert len(fake.calls("DEL")) == 1
+        cni.status()  # still usable
+    results = dirs["cache"] / "results"
+    assert not results.exists() or os.listdir(results) == []
+
+
+def test_entering_twice_is_refused_and_harmless(dirs: dict[str, Path]) -> None:
+    FakePlugin(dirs["bin"], "fa")
+    write_conflist(dirs["conf"], "net1", [{"type": "fa"}])
+    with BlockingCNIPlugin(str(dirs["conf"]), [str(dirs["bin"])], str(dirs["cache"])) as cni:
+        with pytest.raises(RuntimeError, match="open already"):
+            cni.__enter__()
         cni.status()

@@ -88,6 +88,34 @@ def test_errors_are_messages_not_tracebacks(dirs: dict[str, Path], fake: FakePlu
     assert status.returncode == 1 and "no addresses left" in status.stderr
     bad_env = cli(dirs, "add", "net1", "/run/netns/x", CAP_ARGS="{not json")
     assert bad_env.returncode == 2 and "CAP_ARGS" in bad_env.stderr
+    for bad_args in ("A=1;;B=2", "A=b=c", "A"):  # as libcni's LoadArgs
+        refused = cli(dirs, "add", "net1", "/run/netns/x", CNI_ARGS=bad_args)
+        assert refused.returncode == 2 and "CNI_ARGS" in refused.stderr
+    assert fake.calls("ADD") == []
+
+
+def test_relative_netns_path_is_made_absolute(
+    dirs: dict[str, Path], fake: FakePlugin, tmp_path: Path
+) -> None:
+    """As cnitool: the cache must record a path that resolves from anywhere."""
+    (tmp_path / "ns").write_text("")
+    environment = {
+        **os.environ,
+        "NETCONFPATH": str(dirs["conf"]),
+        "CNI_PATH": str(dirs["bin"]),
+        "CNI_CACHE_DIR": str(dirs["cache"]),
+    }
+    added = subprocess.run(
+        [sys.executable, "-m", "cni_async", "add", "net1", "ns"],
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    assert added.returncode == 0, added.stderr
+    assert fake.calls("ADD")[0]["env"]["CNI_NETNS"] == str(tmp_path / "ns")
     assert cli(dirs, "frobnicate").returncode == 2
 
 

@@ -25,7 +25,8 @@ from cni_async._config import (
     plugin_stdin,
     status_stdin,
 )
-from cni_async._errors import ConfigError, NetworkNotFound
+from cni_async._errors import ConfigError, NetworkNotFound, VersionError
+from cni_async._specversion import parse_version
 
 PATH = "/etc/cni/net.d/10-test.conflist"
 
@@ -715,3 +716,11 @@ def test_deep_nesting_is_a_config_error() -> None:
 
 def test_big_numbers_are_config_errors() -> None:
     expect_error(parse_conflist, b'{"name": "x", "plugins": [{"type": "a", "f": 1e400}]}', "JSON")
+
+
+def test_versions_with_thousands_of_digits_are_version_errors() -> None:
+    """int() refuses strings of over 4300 digits; Go's Atoi says out of range, or reads the
+    leading zeros away."""
+    with pytest.raises(VersionError, match="out of range"):
+        parse_version("1." + "9" * 5000 + ".0")
+    assert parse_version("1." + "0" * 5000 + "1.0") == (1, 1, 0)

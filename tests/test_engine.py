@@ -201,6 +201,10 @@ async def test_bad_network_name_and_args(engine: CNIEngine, a: FakePlugin) -> No
     rt = RuntimeConf(container_id="c", ifname="eth0", args=(("A", "x;B=y"),))
     with pytest.raises(InvalidArgument):
         await engine.add_network_list(netlist(), rt)
+    # Plugins split each pair on '=' and refuse a third part (libcni's LoadArgs).
+    rt = RuntimeConf(container_id="c", ifname="eth0", args=(("A", "x=y"),))
+    with pytest.raises(InvalidArgument, match="'='"):
+        await engine.add_network_list(netlist(), rt)
     assert a.calls() == []
 
 
