@@ -72,8 +72,8 @@ def netns_add(name: str) -> str:
     os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
-        _check(_libc.unshare(_CLONE_NEWNET), "unshare")
-        try:
+        try:  # unshare inside: a signal right after it must not leave us in the pod
+            _check(_libc.unshare(_CLONE_NEWNET), "unshare")
             _check(
                 _libc.mount(b"/proc/thread-self/ns/net", path.encode(), b"none", _MS_BIND, None),
                 "mount",
