@@ -193,9 +193,12 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
                 debounce=self._debounce,
             )
             await self._watcher.start(initial_events=False)
-            assert self._watcher.snapshot is not None
-            self._install(self._watcher.snapshot, [])
-            self._observers.reloaded(self._watcher.snapshot)
+            first = self._watcher.snapshot
+            assert first is not None
+            # Subscribers from before entering learn the first configuration, as with
+            # watch=False (a WatcherDegraded from the start reaches them through _follow).
+            # (_install tells the observers of the reload, through its Reloaded event.)
+            self._install(first, diff_snapshots(None, first, default_name=self._default_name))
             try:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._follow, self._watcher)

@@ -16,6 +16,7 @@ instance and its watches.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -96,6 +97,7 @@ class ConfigWatcher:
         self._parents: dict[str, set[str]] = {}  # a watched parent -> missing dirs below it
         self._fingerprint: object = None
         self._pending: deque[ConfigEvent] = deque()
+        self._again = False  # reload once more without waiting (see _reload)
         self.snapshot: ConfigSnapshot | None = None
         self.reloads = 0
         self._closed = False
@@ -116,7 +118,9 @@ class ConfigWatcher:
         """Open inotify (or fall back to polling) and build the first snapshot.
 
         With ``initial_events=False`` the initial state is not yielded as events (for a caller
-        that reads :attr:`snapshot` directly).
+        that reads :attr:`snapshot` directly); a :class:`WatcherDegraded` still is.
+
+        :raises ConfigError: if the first snapshot cannot be built (an unreadable directory)
         """
         if self._use_inotify:
             try:
@@ -126,9 +130,11 @@ class ConfigWatcher:
                 fcntl.fcntl(self._inotify.fd, fcntl.F_SETFL, flags | os.O_NONBLOCK)
             except OSError as exc:
                 self._degrade(f"inotify is unavailable: {exc}")
-        await self._reload()
+        await self._reload(first=True)
         if not initial_events:
+            kept = [e for e in self._pending if isinstance(e, WatcherDegraded)]
             self._pending.clear()
+            self._pending.extend(kept)
 
     async def aclose(self) -> None:
         """Release the inotify instance and its watches. Idempotent."""
@@ -163,17 +169,27 @@ class ConfigWatcher:
         while not self._pending or self._closed:
             if self._closed:
                 raise StopAsyncIteration
-            await self._wait_for_change()
+            if self._again:
+                self._again = False
+            else:
+                await self._wait_for_change()
             await self._reload()
         return self._pending.popleft()
 
     # -- rebuilding -----------------------------------------------------------------------
 
-    async def _reload(self) -> None:
+    async def _reload(self, *, first: bool = False) -> None:
         previous = self.snapshot
+        # Watch (or fingerprint) the directories before reading them, so that a change made
+        # while the snapshot is being built (VERSION probes take a while) is seen next time.
+        armed = self._arm() if self._inotify is not None else set()
+        if self._inotify is None:  # polling (perhaps since _arm just now)
+            self._fingerprint = await anyio.to_thread.run_sync(self._scan_fingerprint)
         try:
             snapshot = await self._build(previous)
         except CNIError as exc:
+            if first:
+                raise
             # The directory itself is unreadable: keep the last snapshot, retry on the next change.
             logger.warning("config reload failed, keeping the previous configuration: %s", exc)
             snapshot = None
@@ -184,16 +200,20 @@ class ConfigWatcher:
                 diff_snapshots(previous, snapshot, default_name=self._default_name)
             )
         if self._inotify is not None:
-            self._arm()
-        else:
-            self._fingerprint = await anyio.to_thread.run_sync(self._scan_fingerprint)
+            grown = self._arm() - armed
+            # The new snapshot wants directories that were not watched while it was built (a
+            # new plugin sub-directory, a directory made again), or inotify was just given up
+            # on: what changed before now would go unseen, so read once more.
+            if grown or self._inotify is None:
+                self._again = True
 
     def _wanted(self) -> list[str]:
         subs = self.snapshot.sub_directories if self.snapshot else ()
         return [self.conf_dir, *self.bin_dirs, *(os.path.abspath(d) for d in subs)]
 
-    def _arm(self) -> None:
-        """Watch every wanted directory, or the nearest existing parent of a missing one."""
+    def _arm(self) -> set[str]:
+        """Watch every wanted directory, or the nearest existing parent of a missing one;
+        return what is watched (nothing if inotify had to be given up)."""
         assert self._inotify is not None
         wanted = self._wanted()
         parents: dict[str, set[str]] = {}
@@ -218,8 +238,15 @@ class ConfigWatcher:
             try:
                 self._watches[path] = self._inotify.add_watch(path, mask)
             except OSError as exc:
-                logger.debug("cannot watch %s: %s", path, exc)
+                if exc.errno in (errno.ENOENT, errno.ENOTDIR):  # gone meanwhile: look again
+                    logger.debug("cannot watch %s: %s", path, exc)
+                    self._again = True
+                    continue
+                # Out of watches (ENOSPC), no permission...: nothing would be seen any more.
+                self._degrade(f"cannot watch {path}: {exc}")
+                return set()
         self._parents = parents
+        return set(self._watches)
 
     # -- waiting --------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -12,6 +13,8 @@ from typing import Any, TypeVar
 import anyio
 import pytest
 
+from cni_async._engine import CNIEngine
+from cni_async._errors import ConfigError
 from cni_async._events import (
     ConfigEvent,
     DefaultNetworkChanged,
@@ -28,6 +31,7 @@ from cni_async._events import (
 )
 from cni_async._models import NetAttachment, PodNetwork
 from cni_async._plugin import CNIPlugin
+from cni_async._snapshot import ConfigSnapshot, VersionCache, build_snapshot
 from cni_async._watch import ConfigWatcher, watch_config
 
 from .support.netns import Sandbox
@@ -195,6 +199,83 @@ async def test_plugin_subdirectory_is_watched(dirs: dict[str, Path], fake: FakeP
         await expect(events, NetworkChanged)
         assert events.snapshot is not None
         assert len(events.snapshot.get("net1").plugins) == 2  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("use_inotify", [True, False], ids=["inotify", "polling"])
+async def test_a_change_made_during_a_reload_is_not_lost(
+    dirs: dict[str, Path], fake: FakePlugin, use_inotify: bool
+) -> None:
+    """A plugin sub-directory appears; while that reload is being built, a file is written in
+    it. The directory was not watched when the build read it: the file must still be seen."""
+    (dirs["conf"] / "net1.conflist").write_text('{"cniVersion": "1.1.0", "name": "net1"}')
+    sub = dirs["conf"] / "net1"
+    engine = CNIEngine([str(dirs["bin"])])
+    versions = VersionCache(engine)
+    generation = 0
+    during_build: Callable[[], None] | None = None
+
+    async def build(previous: ConfigSnapshot | None) -> ConfigSnapshot:
+        nonlocal generation, during_build
+        generation += 1
+        snapshot = await build_snapshot(
+            str(dirs["conf"]), engine, versions, default_name=None, generation=generation
+        )
+        if during_build is not None:  # the build has read the directory: change it now
+            during_build()
+            during_build = None
+        return snapshot
+
+    async with ConfigWatcher(
+        str(dirs["conf"]), [str(dirs["bin"])], build, poll_interval=0.1, use_inotify=use_inotify
+    ) as events:
+        await settle(events)
+
+        def write_second() -> None:
+            (sub / "20-b.conf").write_text('{"type": "fa", "extra": true}')
+
+        during_build = write_second
+        sub.mkdir()
+        (sub / "10-a.conf").write_text('{"type": "fa"}')
+        with anyio.fail_after(10):
+            while True:
+                await events.__anext__()
+                net = events.snapshot.get("net1") if events.snapshot else None
+                if net is not None and len(net.plugins) == 2:
+                    break
+
+
+async def test_a_failed_watch_falls_back_to_polling(
+    dirs: dict[str, Path], fake: FakePlugin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Out of inotify watches (ENOSPC): say so and poll, rather than watch nothing."""
+
+    def no_watches(self: object, path: object, mask: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("asyncinotify.Inotify.add_watch", no_watches)
+    async with watch_config(str(dirs["conf"]), [str(dirs["bin"])], poll_interval=0.1) as events:
+        degraded = await expect(events, WatcherDegraded)
+        assert "No space left" in degraded.reason and events.polling
+        write_conflist(dirs["conf"], "net1", plugins())
+        assert (await expect(events, NetworkAdded)).name == "net1"
+
+
+async def test_watching_plugin_tells_early_subscribers_the_first_configuration(
+    dirs: dict[str, Path], fake: FakePlugin
+) -> None:
+    write_conflist(dirs["conf"], "net1", plugins())
+    cni = CNIPlugin(str(dirs["conf"]), [str(dirs["bin"])], str(dirs["cache"]))
+    async with cni.config_events() as events, cni:
+        assert (await expect(events, NetworkAdded)).name == "net1"
+        await expect(events, Ready)
+
+
+async def test_unreadable_conf_dir_is_a_config_error_when_watching(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    with pytest.raises(ConfigError, match="Not a directory"):
+        async with CNIPlugin(str(not_a_dir), [str(tmp_path)], str(tmp_path / "cache")):
+            pass
 
 
 async def test_polling_by_choice(dirs: dict[str, Path], fake: FakePlugin) -> None:
