@@ -459,12 +459,15 @@ class ConfigDirectory:
     :ivar invalid: ``(file, error)`` for every file that failed to load, or whose network name
         an earlier file already used, in file order
     :ivar sub_directories: every plugin sub-directory consulted (whether or not it exists), sorted
+    :ivar shadowed: the networks of those later files, in file order (a snapshot falls back to
+        one when the earlier file's network turns out unusable, as ocicni does)
     """
 
     path: str
     networks: tuple[NetworkConfigList, ...] = ()
     invalid: tuple[tuple[str, ConfigError], ...] = ()
     sub_directories: tuple[str, ...] = ()
+    shadowed: tuple[NetworkConfigList, ...] = ()
     _by_name: Mapping[str, NetworkConfigList] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -519,6 +522,7 @@ async def load_config_dir(conf_dir: str) -> ConfigDirectory:
     networks: list[NetworkConfigList] = []
     seen: dict[str, str] = {}
     invalid: list[tuple[str, ConfigError]] = []
+    shadowed: list[NetworkConfigList] = []
     consulted: set[str] = set()
     for path, data in files:
         if isinstance(data, ConfigError):
@@ -529,15 +533,13 @@ async def load_config_dir(conf_dir: str) -> ConfigDirectory:
                 network = await _add_dir_plugins(parse_conflist(data, path=path), path, consulted)
             else:
                 network = _single_conf(data, path)
-            first = seen.get(network.name)
-            if first is not None:
-                raise ConfigError(
-                    f"duplicate network name {network.name!r}: already defined in {first}",
-                    path=path,
-                    network=network.name,
-                )
         except ConfigError as exc:
             invalid.append((path, exc))
+            continue
+        first = seen.get(network.name)
+        if first is not None:
+            invalid.append((path, _duplicate(network, first)))
+            shadowed.append(network)
             continue
         seen[network.name] = path
         networks.append(network)
@@ -546,6 +548,15 @@ async def load_config_dir(conf_dir: str) -> ConfigDirectory:
         networks=tuple(networks),
         invalid=tuple(invalid),
         sub_directories=tuple(sorted(consulted, key=os.fsencode)),
+        shadowed=tuple(shadowed),
+    )
+
+
+def _duplicate(network: NetworkConfigList, first: str) -> ConfigError:
+    return ConfigError(
+        f"duplicate network name {network.name!r}: already defined in {first}",
+        path=network.path,
+        network=network.name,
     )
 
 

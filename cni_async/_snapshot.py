@@ -8,6 +8,7 @@ inode, size, mtime), so a reload does not exec every plugin again.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from collections.abc import Mapping
@@ -29,13 +30,15 @@ _BinaryKey = tuple[str, int, int, int]
 class VersionCache:
     """VERSION answers per plugin binary, keyed by (path, inode, size, mtime).
 
-    Concurrent questions about one binary share one VERSION exec; failures are not cached.
+    Concurrent questions about one binary share one VERSION exec, and its failure: a plugin
+    that hangs costs a reload one timeout, not one per network that uses it. Failures are not
+    cached beyond that.
     """
 
     def __init__(self, engine: CNIEngine) -> None:
         self._engine = engine
         self._answers: dict[_BinaryKey, PluginInfo] = {}
-        self._asking: dict[_BinaryKey, anyio.Event] = {}
+        self._asking: dict[_BinaryKey, _Question] = {}
 
     async def version_info(self, plugin_type: str) -> PluginInfo:
         """The plugin's VERSION answer, from the cache while its binary is unchanged."""
@@ -49,17 +52,33 @@ class VersionCache:
         while key not in self._answers:
             asking = self._asking.get(key)
             if asking is not None:
-                await asking.wait()
-                continue
-            self._asking[key] = asking = anyio.Event()
+                await asking.answered.wait()
+                if asking.error is not None:
+                    # A copy each: callers add their own network to the error's context.
+                    raise copy.copy(asking.error)
+                continue  # answered, or the asker was cancelled: ask again
+            self._asking[key] = asking = _Question()
             try:
                 info = await engine.get_version_info(plugin_type)
+            except CNIError as exc:
+                asking.error = copy.copy(exc)
+                raise
             finally:
                 del self._asking[key]
-                asking.set()
+                asking.answered.set()
             self._answers = {k: v for k, v in self._answers.items() if k[0] != path}
             self._answers[key] = info
         return self._answers[key]
+
+
+class _Question:
+    """A VERSION exec in flight, for those who wait for its answer."""
+
+    __slots__ = ("answered", "error")
+
+    def __init__(self) -> None:
+        self.answered = anyio.Event()
+        self.error: CNIError | None = None
 
 
 @dataclass(frozen=True)
@@ -140,7 +159,9 @@ async def build_snapshot(
     """
     directory: ConfigDirectory = await load_config_dir(conf_dir)
     plugins = await anyio.to_thread.run_sync(_plugin_inventory, engine.bin_dirs)
-    candidates = list(directory.networks)
+    # Later files that reuse a network name are validated too: if the first one turns out
+    # unusable, the first usable one of that name is used (as ocicni does).
+    candidates = [*directory.networks, *directory.shadowed]
     invalid: list[tuple[str, CNIError]] = list(directory.invalid)
     kept: set[str] = set()
     if previous is not None:
@@ -152,7 +173,7 @@ async def build_snapshot(
                 candidates.append(network)
                 names.add(network.name)
                 kept.add(path)
-        candidates.sort(key=lambda n: os.fsencode(n.path or ""))
+    candidates.sort(key=lambda n: os.fsencode(n.path or ""))
     verdicts: dict[int, CNIError | None] = {}
 
     async def check(index: int, network: NetworkConfigList) -> None:
@@ -168,12 +189,21 @@ async def build_snapshot(
             tg.start_soon(check, index, network)
 
     usable: list[NetworkConfigList] = []
+    taken: set[str] = set()
+    shadowed = {id(n) for n in directory.shadowed}
+    promoted: set[str] = set()  # later copies of a name now in use: no longer "duplicates"
     for index, network in enumerate(candidates):
         error = verdicts[index]
+        if network.name in taken:
+            continue  # a later copy: its "duplicate" error is recorded already
         if error is None:
             usable.append(network)
-        else:
+            taken.add(network.name)
+            if id(network) in shadowed:
+                promoted.add(network.path or "")
+        elif id(network) not in shadowed:
             invalid.append((network.path or conf_dir, error))
+    invalid = [item for item in invalid if item[0] not in promoted]
     invalid.sort(key=lambda item: os.fsencode(item[0]))
     by_name = {n.name: n for n in usable}
     default = by_name.get(default_name) if default_name else (usable[0] if usable else None)

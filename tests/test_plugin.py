@@ -675,6 +675,42 @@ async def test_version_probes_are_shared(
     assert len(fakes["fa"].calls("VERSION")) == len(fakes["fb"].calls("VERSION")) == 1
 
 
+async def test_a_failing_version_probe_is_shared_too(
+    dirs: dict[str, Path], fakes: dict[str, FakePlugin]
+) -> None:
+    """A plugin whose VERSION fails slowly costs one run per reload, not one per network, and
+    each network's error names that network."""
+    fakes["fb"].on("VERSION", stdout={"code": 5, "msg": "broken"}, exit=1, sleep=0.5)
+    for i in range(6):
+        write_conflist(dirs["conf"], f"n{i}", [{"type": "fa"}, {"type": "fb"}])
+    async with CNIPlugin(
+        str(dirs["conf"]), [str(dirs["bin"])], str(dirs["cache"]), watch=False
+    ) as cni:
+        assert cni.config.networks == ()
+        errors = dict(cni.config.invalid)
+    assert len(fakes["fb"].calls("VERSION")) == 1
+    assert sorted(e.network for e in errors.values()) == [f"n{i}" for i in range(6)]
+
+
+async def test_a_later_file_stands_in_for_an_unusable_first_of_its_name(
+    dirs: dict[str, Path], fakes: dict[str, FakePlugin]
+) -> None:
+    """As ocicni: duplicates are dropped after validation, not before."""
+    write_conflist(dirs["conf"], "podnet", [{"type": "missing"}], filename="05-old.conflist")
+    write_conflist(dirs["conf"], "podnet", [{"type": "fa"}], filename="10-new.conflist")
+    write_conflist(dirs["conf"], "podnet", [{"type": "fb"}], filename="20-newer.conflist")
+    async with CNIPlugin(
+        str(dirs["conf"]), [str(dirs["bin"])], str(dirs["cache"]), watch=False
+    ) as cni:
+        [network] = cni.config.networks
+        assert network.path == str(dirs["conf"] / "10-new.conflist")
+        assert cni.default_network_name == "podnet"
+        invalid = {os.path.basename(path): str(error) for path, error in cni.config.invalid}
+    assert set(invalid) == {"05-old.conflist", "20-newer.conflist"}
+    assert "missing" in invalid["05-old.conflist"]
+    assert "duplicate network name" in invalid["20-newer.conflist"]
+
+
 async def test_stale_cache_temporaries_are_removed(
     dirs: dict[str, Path], fakes: dict[str, FakePlugin]
 ) -> None:
