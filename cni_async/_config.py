@@ -428,15 +428,15 @@ async def load_conflist_file(path: str) -> NetworkConfigList:
 
 def _single_conf(data: bytes, path: str) -> NetworkConfigList:
     conf = parse_plugin_config(data, path=path)
-    # ocicni: a network without a name is named after its file.
-    base = os.path.basename(path)
-    return _up_convert(conf, conf.name or base[: len(base) - len(_extension(base))])
+    # ocicni: a network without a name is named after its file, extension included
+    # (path.Base), so that names, cache entries and IPAM stores match across a migration.
+    return _up_convert(conf, conf.name or os.path.basename(path))
 
 
 async def load_config_file(path: str) -> NetworkConfigList:
     """Load one network file, by its extension: a ``.conflist`` list (see
     :func:`load_conflist_file`), or a ``.conf``/``.json`` single plugin, up-converted to a list
-    named after the plugin's ``name`` or, when that is empty, the file name without extension.
+    named after the plugin's ``name`` or, when that is empty, the file's name (as ocicni).
 
     :raises ConfigError: if the extension is not one of these, or the file cannot be read or
         parsed

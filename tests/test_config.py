@@ -382,10 +382,11 @@ async def test_load_conflist_file_errors_name_the_file(tmp_path: Path) -> None:
 async def test_load_config_file_single_conf(tmp_path: Path, suffix: str) -> None:
     unnamed = write(tmp_path / f"10-unnamed{suffix}", {"type": "bridge", "cniVersion": "0.3.1"})
     netlist = await load_config_file(str(unnamed))
-    assert netlist.name == "10-unnamed"
+    assert netlist.name == f"10-unnamed{suffix}"  # ocicni's path.Base: extension included
     assert netlist.bytes == (
-        b'{"cniVersion":"0.3.1","name":"10-unnamed","plugins":[{"cniVersion":"0.3.1",'
-        b'"type":"bridge"}]}'
+        b'{"cniVersion":"0.3.1","name":"10-unnamed'
+        + suffix.encode()
+        + b'","plugins":[{"cniVersion":"0.3.1","type":"bridge"}]}'
     )
     assert netlist.plugins[0].name == ""
     assert netlist.path == str(unnamed)
