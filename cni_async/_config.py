@@ -10,6 +10,7 @@ every file is loaded on its own, so one bad file never hides the good ones.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -339,7 +340,12 @@ def _extension(name: str) -> str:
 
 def _read_file(path: str) -> bytes:
     try:
-        with open(path, "rb") as f:
+        # Non-blocking open and regular files only: a FIFO named *.conf would otherwise hang
+        # the reload (in a thread that no cancellation can stop) until something writes to it.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with open(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ConfigError("not a regular file", path=path)
             return f.read()
     except OSError as exc:
         raise ConfigError(f"error reading file: {exc.strerror or exc}", path=path) from exc

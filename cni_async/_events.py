@@ -225,13 +225,18 @@ class EventHub:
     def __init__(self, capacity: int = 1024) -> None:
         self.capacity = capacity
         self._subscriptions: set[EventSubscription] = set()
+        self._closed = False
 
     def subscribe(self, initial: Sequence[ConfigEvent] = ()) -> EventSubscription:
-        """A new subscription that first receives ``initial``."""
+        """A new subscription that first receives ``initial``; after :meth:`close`, one whose
+        iteration ends once it has."""
         subscription = EventSubscription(self, max(self.capacity, len(initial)))
         for event in initial:
             subscription._send.send_nowait(event)
-        self._subscriptions.add(subscription)
+        if self._closed:
+            subscription._send.close()
+        else:
+            self._subscriptions.add(subscription)
         return subscription
 
     def unsubscribe(self, subscription: EventSubscription) -> None:
@@ -249,7 +254,8 @@ class EventHub:
                     break
 
     def close(self) -> None:
-        """End every subscription's iteration."""
+        """End every subscription's iteration, and that of any made later."""
+        self._closed = True
         for subscription in self._subscriptions:
             subscription._send.close()
         self._subscriptions.clear()

@@ -24,11 +24,11 @@ __all__ = ["ConfigSnapshot", "VersionCache", "build_snapshot"]
 
 logger = logging.getLogger("cni_async.config")
 
-_BinaryKey = tuple[str, int, int, int]
+_BinaryKey = tuple[str, int, int, int, int, int]
 
 
 class VersionCache:
-    """VERSION answers per plugin binary, keyed by (path, inode, size, mtime).
+    """VERSION answers per plugin binary, keyed by (path, inode, size, mtime, ctime, mode).
 
     Concurrent questions about one binary share one VERSION exec, and its failure: a plugin
     that hangs costs a reload one timeout, not one per network that uses it. Failures are not
@@ -48,7 +48,8 @@ class VersionCache:
             st = os.stat(path)
         except OSError:
             return await engine.get_version_info(plugin_type)
-        key = (path, st.st_ino, st.st_size, st.st_mtime_ns)
+        # ctime and mode too: a chmod -x must not keep an answer the binary cannot give now.
+        key = (path, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
         while key not in self._answers:
             asking = self._asking.get(key)
             if asking is not None:

@@ -95,6 +95,7 @@ class ConfigWatcher:
         self._inotify: Inotify | None = None
         self._watches: dict[str, Watch] = {}  # watched path -> its watch
         self._parents: dict[str, set[str]] = {}  # a watched parent -> missing dirs below it
+        self._direct: set[str] = set()  # watched for their own sake, not only as a parent
         self._fingerprint: object = None
         self._pending: deque[ConfigEvent] = deque()
         self._again = False  # reload once more without waiting (see _reload)
@@ -246,6 +247,7 @@ class ConfigWatcher:
                 self._degrade(f"cannot watch {path}: {exc}")
                 return set()
         self._parents = parents
+        self._direct = {path for path, mask in targets.items() if mask & Mask.CLOSE_WRITE}
         return set(self._watches)
 
     # -- waiting --------------------------------------------------------------------------
@@ -296,6 +298,8 @@ class ConfigWatcher:
         below = os.path.join(directory, entry)
         if any(below in _ancestors(m) for m in self._parents.get(directory, ())):
             return True
+        if directory not in self._direct:
+            return False  # watched only for a missing directory below it; this is not that
         if directory == self.conf_dir:
             return entry.endswith(CONFIG_EXTENSIONS) or bool(mask & Mask.ISDIR)
         if directory in self.bin_dirs:

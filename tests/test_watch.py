@@ -373,3 +373,61 @@ async def test_reloads_never_block_pods(
         assert cni.watcher is not None and cni.watcher.reloads > 3
     assert len(fake.calls("ADD")) == len(fake.calls("DEL")) == 12
     assert os.listdir(dirs["cache"] / "results") == []
+
+
+async def test_a_fifo_in_the_conf_dir_cannot_hang_a_reload(
+    dirs: dict[str, Path], fake: FakePlugin
+) -> None:
+    write_conflist(dirs["conf"], "net1", plugins(), filename="10-net1.conflist")
+    os.mkfifo(dirs["conf"] / "20-pipe.conf")
+    with anyio.fail_after(5):
+        async with CNIPlugin(
+            str(dirs["conf"]), [str(dirs["bin"])], str(dirs["cache"]), watch=False
+        ) as cni:
+            assert [n.name for n in cni.config.networks] == ["net1"]
+            [(path, error)] = cni.config.invalid
+    assert path.endswith("20-pipe.conf") and "not a regular file" in str(error)
+
+
+async def test_subscribing_after_close_ends_at_once(
+    dirs: dict[str, Path], fake: FakePlugin
+) -> None:
+    async with CNIPlugin(
+        str(dirs["conf"]), [str(dirs["bin"])], str(dirs["cache"]), watch=False
+    ) as cni:
+        pass
+    with anyio.fail_after(2):
+        async with cni.config_events() as events:
+            seen = [event async for event in events]
+    assert any(isinstance(e, NotReady) for e in seen)  # the state it had, then the end
+
+
+async def test_a_plugin_made_unexecutable_is_asked_again(
+    dirs: dict[str, Path], fake: FakePlugin
+) -> None:
+    write_conflist(dirs["conf"], "net1", plugins())
+    async with CNIPlugin(
+        str(dirs["conf"]), [str(dirs["bin"])], str(dirs["cache"]), watch=False
+    ) as cni:
+        assert cni.default_network_name == "net1"
+        fake.path.chmod(0o644)  # same inode, size and mtime: only ctime and mode change
+        await cni.reload()
+        assert cni.default_network_name is None
+
+
+async def test_unrelated_files_beside_a_missing_conf_dir_do_not_reload(
+    tmp_path: Path, dirs: dict[str, Path], fake: FakePlugin
+) -> None:
+    conf = tmp_path / "etc" / "net.d"  # missing: its parent is watched instead
+    conf.parent.mkdir()
+    async with watch_config(str(conf), [str(dirs["bin"])]) as events:
+        await settle(events)
+        before = events.reloads
+        for i in range(3):
+            (tmp_path / "etc" / f"resolv{i}.conf").write_text("nameserver 10.0.0.1\n")
+            await anyio.sleep(0.1)
+        await settle(events, quiet=0.3)
+        assert events.reloads == before
+        conf.mkdir()
+        write_conflist(conf, "net1", plugins())
+        assert (await expect(events, NetworkAdded)).name == "net1"
