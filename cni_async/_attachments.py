@@ -59,6 +59,8 @@ def runtime_conf(
     rc = pod.runtime_config.get(network)
     if rc is not None and rc.ip:
         try:
+            if "%" in rc.ip:  # a zone: Python accepts fe80::1%eth0, the plugins' Go does not
+                raise ValueError(rc.ip)
             ipaddress.ip_address(rc.ip)
         except ValueError:
             raise InvalidArgument(

@@ -59,7 +59,11 @@ def validate_ifname(ifname: str) -> None:
     code = ERR_INVALID_ENVIRONMENT_VARIABLES
     if not ifname:
         raise InvalidArgument("interface name is empty", code=code)
-    if len(ifname.encode()) > _IFNAME_MAX:
+    try:
+        encoded = ifname.encode()
+    except UnicodeEncodeError:  # a lone surrogate: no byte string names it
+        raise InvalidArgument(f"interface name {ifname!r} is not valid text", code=code) from None
+    if len(encoded) > _IFNAME_MAX:
         raise InvalidArgument(
             f"interface name {ifname!r} is too long: it must be at most {_IFNAME_MAX} bytes",
             code=code,

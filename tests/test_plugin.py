@@ -98,6 +98,8 @@ def test_interface_names() -> None:
         assign_ifnames([NetAttachment("a", "eth1"), NetAttachment("b", "eth1")])
     with pytest.raises(InvalidArgument):
         assign_ifnames([NetAttachment("a", "x/y")])
+    with pytest.raises(InvalidArgument, match="not valid text"):
+        assign_ifnames([NetAttachment("a", "eth\udc80")])  # a lone surrogate
 
 
 async def test_set_up_default_network(
@@ -311,7 +313,11 @@ async def test_duplicate_ifnames_rejected_before_any_plugin(
 async def test_bad_static_ip_and_mac(
     cni: CNIPlugin, net: Sandbox, fakes: dict[str, FakePlugin]
 ) -> None:
-    for rc in (RuntimeConfig(ip="10.0.0.300"), RuntimeConfig(mac="zz:00:00:00:00:00")):
+    for rc in (
+        RuntimeConfig(ip="10.0.0.300"),
+        RuntimeConfig(ip="fe80::1%eth0"),  # a zone: Go's net.ParseIP refuses it
+        RuntimeConfig(mac="zz:00:00:00:00:00"),
+    ):
         with pytest.raises(InvalidArgument):
             await cni.set_up_pod(pod(net, "neta", runtime_config={"neta": rc}, name=f"p{id(rc)}"))
     assert fakes["fa"].calls("ADD") == []
