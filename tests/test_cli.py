@@ -15,7 +15,9 @@ from .support.netns import Sandbox, addresses, node_plugins, require_real_plugin
 from .support.plugins import FakePlugin, write_conflist
 
 
-def cli(dirs: dict[str, Path], *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+def cli(
+    dirs: dict[str, Path], *args: str, cwd: str | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
     environment = {
         **os.environ,
         "NETCONFPATH": str(dirs["conf"]),
@@ -28,6 +30,7 @@ def cli(dirs: dict[str, Path], *args: str, **env: str) -> subprocess.CompletedPr
         capture_output=True,
         text=True,
         env=environment,
+        cwd=cwd,
         timeout=60,
         check=False,
     )
@@ -92,6 +95,7 @@ def test_errors_are_messages_not_tracebacks(dirs: dict[str, Path], fake: FakePlu
         refused = cli(dirs, "add", "net1", "/run/netns/x", CNI_ARGS=bad_args)
         assert refused.returncode == 2 and "CNI_ARGS" in refused.stderr
     assert fake.calls("ADD") == []
+    assert cli(dirs, "frobnicate").returncode == 2
 
 
 def test_relative_netns_path_is_made_absolute(
@@ -99,24 +103,9 @@ def test_relative_netns_path_is_made_absolute(
 ) -> None:
     """As cnitool: the cache must record a path that resolves from anywhere."""
     (tmp_path / "ns").write_text("")
-    environment = {
-        **os.environ,
-        "NETCONFPATH": str(dirs["conf"]),
-        "CNI_PATH": str(dirs["bin"]),
-        "CNI_CACHE_DIR": str(dirs["cache"]),
-    }
-    added = subprocess.run(
-        [sys.executable, "-m", "cni_async", "add", "net1", "ns"],
-        capture_output=True,
-        text=True,
-        env=environment,
-        cwd=tmp_path,
-        timeout=60,
-        check=False,
-    )
+    added = cli(dirs, "add", "net1", "ns", cwd=str(tmp_path))
     assert added.returncode == 0, added.stderr
     assert fake.calls("ADD")[0]["env"]["CNI_NETNS"] == str(tmp_path / "ns")
-    assert cli(dirs, "frobnicate").returncode == 2
 
 
 def test_watch_streams_events(dirs: dict[str, Path], fake: FakePlugin) -> None:

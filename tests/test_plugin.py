@@ -85,6 +85,17 @@ def cache_files(dirs: dict[str, Path]) -> list[str]:
     return sorted(os.listdir(results)) if results.exists() else []
 
 
+async def unfinished_set_up(cni: CNIPlugin, p: PodNetwork) -> None:
+    """What a set-up of ``p`` on neta (eth0) and netb (eth1) leaves if its process dies."""
+    await cni.engine.cache.write_intent(
+        p.id,
+        [
+            CacheEntry(container_id=p.id, network_name=n, if_name=i, netns=p.netns)
+            for n, i in (("neta", "eth0"), ("netb", "eth1"))
+        ],
+    )
+
+
 def test_interface_names() -> None:
     assert assign_ifnames(
         [
@@ -534,13 +545,7 @@ async def test_partial_teardown_keeps_the_rest_of_an_intent(
     netb for a later teardown (or GC) to find."""
     p = pod(net, "neta", "netb")
     cache = cni.engine.cache
-    await cache.write_intent(
-        p.id,
-        [
-            CacheEntry(container_id=p.id, network_name=n, if_name=i, netns=p.netns)
-            for n, i in (("neta", "eth0"), ("netb", "eth1"))
-        ],
-    )
+    await unfinished_set_up(cni, p)
     await cni.tear_down_pod(msgspec.structs.replace(p, networks=[NetAttachment("neta")]))
     assert [(e.network_name, e.if_name) for e in await cache.read_intent(p.id)] == [
         ("netb", "eth1")
@@ -562,13 +567,7 @@ async def test_gc_keeps_intent_records_of_networks_it_leaves_alone(
     ) as cni:
         p = pod(net, "neta", "netb")
         cache = cni.engine.cache
-        await cache.write_intent(
-            p.id,
-            [
-                CacheEntry(container_id=p.id, network_name=n, if_name=i, netns=p.netns)
-                for n, i in (("neta", "eth0"), ("netb", "eth1"))
-            ],
-        )
+        await unfinished_set_up(cni, p)
         await cni.gc([])
         assert len(fakes["fa"].calls("DEL")) == 1 and fakes["fb"].calls("DEL") == []
         [(cid, left)] = (await cache.intents()).items()
