@@ -8,6 +8,7 @@ in use), a plugin binary appeared or went away, watching degraded to polling, an
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Sequence
 from typing import Self, TypeAlias
 
@@ -191,6 +192,7 @@ class EventSubscription:
     def __init__(self, hub: EventHub, capacity: int) -> None:
         self._hub = hub
         self._send, self._receive = anyio.create_memory_object_stream[ConfigEvent](capacity)
+        self._lagging = False  # events were dropped since the last one that got through
 
     async def __aenter__(self) -> Self:
         return self
@@ -214,17 +216,24 @@ class EventSubscription:
         self._receive.close()
         await anyio.lowlevel.checkpoint()
 
+    def __del__(self) -> None:
+        # Dropped without aclose() (the hub holds it weakly): close the streams quietly.
+        self._send.close()
+        self._receive.close()
+
 
 class EventHub:
     """Fans events out to subscribers without ever blocking the publisher.
 
     A subscriber that falls ``capacity`` events behind loses the newest ones (with a warning in
-    the log); reloads never wait for a slow consumer.
+    the log, once until it catches up); reloads never wait for a slow consumer. Subscriptions
+    are held weakly: one dropped without being closed (a ``break`` out of ``async for``
+    without ``async with``) is forgotten, not fed forever.
     """
 
     def __init__(self, capacity: int = 1024) -> None:
         self.capacity = capacity
-        self._subscriptions: set[EventSubscription] = set()
+        self._subscriptions: weakref.WeakSet[EventSubscription] = weakref.WeakSet()
         self._closed = False
 
     def subscribe(self, initial: Sequence[ConfigEvent] = ()) -> EventSubscription:
@@ -247,8 +256,16 @@ class EventHub:
             for event in events:
                 try:
                     subscription._send.send_nowait(event)
+                    subscription._lagging = False
                 except anyio.WouldBlock:
-                    logger.warning("a config event subscriber is too slow; dropping %r", event)
+                    if not subscription._lagging:
+                        subscription._lagging = True
+                        logger.warning(
+                            "a config event subscriber is %d events behind; dropping events "
+                            "until it catches up (from %r on)",
+                            self.capacity,
+                            event,
+                        )
                 except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                     self.unsubscribe(subscription)
                     break
@@ -256,6 +273,6 @@ class EventHub:
     def close(self) -> None:
         """End every subscription's iteration, and that of any made later."""
         self._closed = True
-        for subscription in self._subscriptions:
+        for subscription in list(self._subscriptions):
             subscription._send.close()
         self._subscriptions.clear()

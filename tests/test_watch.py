@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import errno
+import gc
 import json
+import logging
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,6 +20,7 @@ from cni_async._errors import ConfigError
 from cni_async._events import (
     ConfigEvent,
     DefaultNetworkChanged,
+    EventHub,
     EventSubscription,
     FileInvalid,
     NetworkAdded,
@@ -431,3 +434,24 @@ async def test_unrelated_files_beside_a_missing_conf_dir_do_not_reload(
         conf.mkdir()
         write_conflist(conf, "net1", plugins())
         assert (await expect(events, NetworkAdded)).name == "net1"
+
+
+async def test_a_dropped_subscription_is_forgotten_and_a_slow_one_warned_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hub = EventHub(capacity=2)
+    abandoned = hub.subscribe()
+    del abandoned  # never closed: a break out of async for, without async with
+    gc.collect()
+    slow = hub.subscribe()
+    with caplog.at_level(logging.WARNING, logger="cni_async"):
+        hub.publish([Reloaded(generation=i) for i in range(10)])
+    assert len(hub._subscriptions) == 1
+    assert len([r for r in caplog.records if "behind" in r.getMessage()]) == 1
+    assert [e async for e in _take(slow, 2)] == [Reloaded(0), Reloaded(1)]
+    await slow.aclose()
+
+
+async def _take(events: EventSubscription, n: int) -> AsyncIterator[ConfigEvent]:
+    for _ in range(n):
+        yield await events.__anext__()
