@@ -14,7 +14,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import nullcontext
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import anyio
 import msgspec
@@ -46,6 +46,8 @@ from ._validation import (
 __all__ = ["DEFAULT_TIMEOUTS", "CNIEngine", "PluginInfo", "RuntimeConf"]
 
 logger = logging.getLogger("cni_async.engine")
+
+T = TypeVar("T")
 
 _VERSION_STDIN: Final = msgspec.json.encode({"cniVersion": CURRENT_VERSION})
 
@@ -162,7 +164,20 @@ class CNIEngine:
         stdin: bytes,
         rt: RuntimeConf | None,
     ) -> bytes:
-        return await self._run(plugin.type, verb, stdin, self.plugin_env(verb, rt), network, rt)
+        return await self._exec_as(network, plugin, verb, stdin, rt, _raw)
+
+    async def _exec_as(
+        self,
+        network: str,
+        plugin: PluginConfig,
+        verb: str,
+        stdin: bytes,
+        rt: RuntimeConf | None,
+        decode: Callable[[bytes], T],
+    ) -> T:
+        return await self._run(
+            plugin.type, verb, stdin, self.plugin_env(verb, rt), network, rt, decode=decode
+        )
 
     async def _run(
         self,
@@ -173,17 +188,20 @@ class CNIEngine:
         network: str | None,
         rt: RuntimeConf | None = None,
         *,
+        decode: Callable[[bytes], T],
         limited: bool = True,
-    ) -> bytes:
-        """Run one plugin once a process slot is free (``max_concurrent_execs``), observed.
+    ) -> T:
+        """Run one plugin once a process slot is free (``max_concurrent_execs``), observed;
+        return its output through ``decode``.
 
         The wait for a slot counts neither against the verb's timeout nor in what observers
-        see: both cover the plugin run alone. ``limited=False`` (VERSION probes) takes no
-        slot, so a reload never waits behind slow pod operations.
+        see: both cover the plugin run alone, ``decode`` included (a plugin that exits 0 but
+        prints garbage is a failed run). ``limited=False`` (VERSION probes) takes no slot, so
+        a reload never waits behind slow pod operations.
         """
         async with self._limiter if limited and self._limiter else nullcontext():
             if not self.observers:
-                return await self._run_plugin(plugin_type, verb, stdin, env, network)
+                return decode(await self._run_plugin(plugin_type, verb, stdin, env, network))
             info = PluginRunInfo(
                 verb=verb,
                 plugin=plugin_type,
@@ -193,8 +211,10 @@ class CNIEngine:
             )
             observed = dict(env)
             with self.observers.plugin_run(info, observed):
-                return await self._run_plugin(
-                    plugin_type, verb, stdin, observed_env(env, observed), network
+                return decode(
+                    await self._run_plugin(
+                        plugin_type, verb, stdin, observed_env(env, observed), network
+                    )
                 )
 
     async def _run_plugin(
@@ -264,12 +284,9 @@ class CNIEngine:
                 prev_result=result_to_builtins(result) if result is not None else None,
                 capability_args=rt.capability_args,
             )
-            out = await self._exec(netlist.name, plugin, "ADD", stdin, rt)
-            try:
-                result = parse_result(out, netlist.cni_version)
-            except CNIError as exc:
-                exc.add_context(plugin=plugin.type, verb="ADD", network=netlist.name)
-                raise
+            result = await self._exec_as(
+                netlist.name, plugin, "ADD", stdin, rt, _result_decoder(netlist, plugin)
+            )
         assert result is not None
         await self.cache.write(
             CacheEntry(
@@ -446,7 +463,9 @@ class CNIEngine:
         # The dummies are for old plugins (skel before 0.3) that insisted on these variables.
         env = cni_env("VERSION", netns="dummy", ifname="dummy", base=self._base_env)
         env["CNI_PATH"] = "dummy"
-        return await self._run(plugin_type, "VERSION", _VERSION_STDIN, env, None, limited=False)
+        return await self._run(
+            plugin_type, "VERSION", _VERSION_STDIN, env, None, decode=_raw, limited=False
+        )
 
     async def validate_network_list(
         self,
@@ -589,3 +608,20 @@ class CNIEngine:
             raise MultipleErrors(
                 f"GC of network {netlist.name!r} failed", errors, network=netlist.name
             )
+
+
+def _raw(output: bytes) -> bytes:
+    return output
+
+
+def _result_decoder(netlist: NetworkConfigList, plugin: PluginConfig) -> Callable[[bytes], Result]:
+    """ADD's output as a result, with the error's context filled in if it is not one."""
+
+    def decode(output: bytes) -> Result:
+        try:
+            return parse_result(output, netlist.cni_version)
+        except CNIError as exc:
+            exc.add_context(plugin=plugin.type, verb="ADD", network=netlist.name)
+            raise
+
+    return decode

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator, MutableMapping, Sequence
@@ -182,8 +183,10 @@ class Metrics(Observer):
 
     def __init__(self, buckets: Sequence[float] = DEFAULT_BUCKETS) -> None:
         self.buckets = tuple(buckets)
-        if list(self.buckets) != sorted(set(self.buckets)):
-            raise ValueError("buckets must be distinct and ascending")
+        if not all(map(math.isfinite, self.buckets)) or list(self.buckets) != sorted(
+            set(self.buckets)
+        ):
+            raise ValueError("buckets must be finite, distinct and ascending (+Inf is implied)")
         self._lock = threading.Lock()
         self._operations: dict[str, _Timings] = {}
         self._runs: dict[tuple[str, str], _Timings] = {}

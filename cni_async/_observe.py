@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
@@ -140,8 +141,8 @@ def observed_env(env: Mapping[str, str], observed: Mapping[str, object]) -> dict
     """``env`` with what observers added to, or changed in, their copy ``observed``.
 
     The ``CNI_`` variables are ``env``'s, whatever observers did; a variable ``posix_spawn``
-    could not pass (not a string, ``=`` or NUL in its name, NUL in its value) is dropped and
-    logged.
+    could not pass (not a string, ``=`` or NUL in its name, NUL in its value, text that has no
+    bytes, such as a lone surrogate) is dropped and logged.
     """
     result = dict(env)
     for key, value in observed.items():
@@ -154,11 +155,21 @@ def observed_env(env: Mapping[str, str], observed: Mapping[str, object]) -> dict
             and "=" not in key
             and "\0" not in key
             and "\0" not in value
+            and _encodable(key)
+            and _encodable(value)
         ):
             result[key] = value
         else:
             logger.warning("an observer set an unusable plugin variable %r; dropped", key)
     return result
+
+
+def _encodable(text: str) -> bool:
+    try:
+        os.fsencode(text)
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class _Guarded(AbstractContextManager[object]):

@@ -401,8 +401,8 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
         :raises NamespaceError: the pod's network namespace does not exist
         :raises PodNetworkError: one or more networks failed; each plugin error is kept
         """
-        validate_container_id(pod.id)
         async with self._operation("set_up_pod", pod):
+            validate_container_id(pod.id)  # inside: observers see a refused call too
             plan = await self._resolve(pod)
             attachments = [
                 Attachment(net, self._runtime_conf(pod, net.name, ifname, pod.netns))
@@ -540,7 +540,14 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
         with anyio.move_on_after(self._cleanup_timeout, shield=True):
             await self._detach_into(attachments, failed, finished)
             if not failed:
-                await self._settle_intent(container_id, earlier)
+                try:
+                    await self._settle_intent(container_id, earlier)
+                except CNIError as exc:
+                    # Every DEL worked: the intent, still naming them, only makes a later
+                    # teardown or GC DEL them again. The set-up's own error goes on.
+                    logger.error(
+                        "could not update %s's intent after a rollback: %s", container_id, exc
+                    )
         for index, a in enumerate(attachments):
             if index not in finished:  # stopped by cleanup_timeout
                 failed[index] = CNIError(
@@ -588,25 +595,23 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
         :raises PodNetworkError: some networks failed (all were tried; their cache entries stay
             so a retry or GC can finish)
         """
-        validate_container_id(pod.id)
-        async with (
-            self._operation("tear_down_pod", pod),
-            self._pod_locks.hold((pod.namespace, pod.name)),
-        ):
-            netns = await existing_netns(pod.netns)
-            intent = await self._engine.cache.read_intent(pod.id)
-            attachments, errors = await self._teardown_targets(pod, netns, intent)
-            errors += await self._detach_all(attachments)
-            if errors:
-                raise PodNetworkError(f"{pod.namespace}/{pod.name}", "teardown", errors)
-            # What an unfinished set-up recorded for networks not torn down here stays.
-            await self._settle_intent(pod.id, _not_in(intent, attachments))
-            logger.info(
-                "tore down pod %s/%s (%s)",
-                pod.namespace,
-                pod.name,
-                ", ".join(a.network.name for a in attachments) or "nothing attached",
-            )
+        async with self._operation("tear_down_pod", pod):
+            validate_container_id(pod.id)  # inside: observers see a refused call too
+            async with self._pod_locks.hold((pod.namespace, pod.name)):
+                netns = await existing_netns(pod.netns)
+                intent = await self._engine.cache.read_intent(pod.id)
+                attachments, errors = await self._teardown_targets(pod, netns, intent)
+                errors += await self._detach_all(attachments)
+                if errors:
+                    raise PodNetworkError(f"{pod.namespace}/{pod.name}", "teardown", errors)
+                # What an unfinished set-up recorded for networks not torn down here stays.
+                await self._settle_intent(pod.id, _not_in(intent, attachments))
+                logger.info(
+                    "tore down pod %s/%s (%s)",
+                    pod.namespace,
+                    pod.name,
+                    ", ".join(a.network.name for a in attachments) or "nothing attached",
+                )
 
     async def _teardown_targets(
         self, pod: PodNetwork, netns: str, intent: list[CacheEntry]
@@ -703,8 +708,8 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
         :raises NamespaceError: the namespace is gone, or ``lo`` in it is not up
         :raises PodNetworkError: CHECK failed on some networks
         """
-        validate_container_id(pod.id)
         async with self._operation("get_pod_network_status", pod):
+            validate_container_id(pod.id)  # inside: observers see a refused call too
             plan = await self._resolve(pod)
             async with self._pod_locks.hold((pod.namespace, pod.name)):
                 if not await loopback_is_up(pod.netns):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +22,7 @@ from cni_async import (
     CNIError,
     CNIPlugin,
     ConfigSnapshot,
+    InvalidArgument,
     Metrics,
     NetAttachment,
     Observer,
@@ -138,9 +140,30 @@ async def test_metrics_in_flight_and_cancelled(
     assert snap.rollbacks == 1
 
 
+async def test_garbage_output_is_a_failed_run_and_refused_calls_are_counted(
+    dirs: dict[str, Path], fakes: dict[str, FakePlugin], net: Sandbox
+) -> None:
+    """A plugin that exits 0 but prints no result failed its run; a call refused for its
+    container ID is a failed operation, not an unseen one."""
+    metrics = Metrics()
+    async with plugin(dirs, metrics) as cni:
+        fakes["fa"].on("ADD", stdout="not json")
+        with pytest.raises(PodNetworkError):
+            await cni.set_up_pod(pod(net, "neta"))
+        with pytest.raises(InvalidArgument):
+            await cni.tear_down_pod(PodNetwork("p", "ns1", "bad/id", "u", "/x"))
+    snap = metrics.snapshot()
+    runs = {(r.verb, r.plugin): (r.count, r.failed) for r in snap.plugin_runs}
+    assert runs[("ADD", "fa")] == (1, 1)
+    assert [(e.verb, e.plugin, e.error) for e in snap.errors] == [("ADD", "fa", "ProtocolError")]
+    ops = {o.kind: (o.count, o.failed) for o in snap.operations}
+    assert ops["tear_down_pod"] == (1, 1)
+
+
 def test_metrics_buckets() -> None:
-    with pytest.raises(ValueError, match="ascending"):
-        Metrics(buckets=(1.0, 0.5))
+    for bad in ((1.0, 0.5), (0.1, math.nan, 1.0), (0.1, math.inf)):
+        with pytest.raises(ValueError, match="finite, distinct and ascending"):
+            Metrics(buckets=bad)
     m = Metrics(buckets=(0.5, 1.0))
     info = OperationInfo(kind="status")
     for _ in range(3):
@@ -234,6 +257,7 @@ async def test_an_observer_cannot_swallow_errors_or_change_cni_variables(
             "A=B": "x",
             "NUL": "a\0b",
             "NUMBER": 5,
+            "SURROGATE": "bad\ud800",  # no bytes for it: posix_spawn would fail every run
         },
     )
     async with plugin(dirs, sneaky) as cni:
@@ -245,7 +269,7 @@ async def test_an_observer_cannot_swallow_errors_or_change_cni_variables(
         assert "CNI_EXTRA" not in add["env"]
         assert add["env"]["MY_VAR"] == "1"
         assert add["env"]["PATH"] == "/opt/observer/bin"  # not a CNI_ variable: may be changed
-        assert not {"A", "NUL", "NUMBER"} & set(add["env"])
+        assert not {"A", "NUL", "NUMBER", "SURROGATE"} & set(add["env"])
         fakes["fa"].on("CHECK", stdout={"code": 7, "msg": "bad"}, exit=1)
         with pytest.raises(PodNetworkError):
             await cni.get_pod_network_status(p)
