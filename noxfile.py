@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import nox
 
 nox.options.sessions = ["lint", "typecheck", "docs", "tests"]
@@ -54,5 +56,8 @@ def tests_other_pythons(session: nox.Session) -> None:
 
 @nox.session(venv_backend="none")
 def bench(session: nox.Session) -> None:
-    """The pod-churn benchmark on real plugins (root; arguments after -- go to churn.py)."""
-    session.run("python", "benchmarks/churn.py", *session.posargs)
+    """The pod-churn benchmark on real plugins (root; arguments after -- go to churn.py).
+
+    It runs with nox's own interpreter (``.venv``'s, where ``.ci/setup`` installed the project).
+    """
+    session.run(sys.executable, "benchmarks/churn.py", *session.posargs)

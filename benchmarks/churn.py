@@ -28,6 +28,7 @@ Run as root, on Debian with containernetworking-plugins (``bash .ci/setup`` inst
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import json
 import os
@@ -55,6 +56,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _CLONE_NEWNET = 0x40000000
 _MS_BIND = 4096
 _MNT_DETACH = 2
+_PR_SET_PDEATHSIG = 1
 
 
 def _check(rc: int, what: str) -> None:
@@ -236,6 +238,14 @@ async def run_library(spec: dict[str, Any]) -> dict[str, Any]:
     ) as cni:
         networks = [NetAttachment(n) for n in spec["networks"]]
         queue = iter(range(pods))
+        reported = 0.0
+
+        def report_progress(done: int) -> None:
+            # At most ten lines a second (and the last): the floor reports nothing while it runs.
+            nonlocal reported
+            if done == pods or time.perf_counter() - reported >= 0.1:
+                reported = time.perf_counter()
+                print(f"progress {done}", file=sys.stderr, flush=True)
 
         async def runner() -> None:
             # One of `concurrency` tasks, each taking the next pod when done with the last:
@@ -269,7 +279,7 @@ async def run_library(spec: dict[str, Any]) -> dict[str, Any]:
                 t5 = time.perf_counter()
                 netns_del(name)
                 done += 1
-                print(f"progress {done}", file=sys.stderr, flush=True)
+                report_progress(done)
             for phase, value in zip(
                 PHASES,
                 (t1 - t0, t2 - t1, t3 - t2, t4 - t3, time.perf_counter() - t5),
@@ -304,7 +314,8 @@ def floor_job(spec: dict[str, Any], job: Path) -> None:
     from cni_async._config import plugin_stdin
 
     async def load() -> CNIPlugin:
-        async with CNIPlugin(spec["conf_dir"], spec["bin_dirs"], watch=False) as cni:
+        cache = str(Path(spec["work"]) / "no-cache")  # never the host's /var/lib/cni
+        async with CNIPlugin(spec["conf_dir"], spec["bin_dirs"], cache, watch=False) as cni:
             return cni
 
     cni = anyio.run(load)
@@ -350,13 +361,21 @@ def run_floor(spec: dict[str, Any]) -> dict[str, Any]:
     job = work / f"floor-{spec['config']}-{spec['concurrency']}.job"
     floor_job(spec, job)
     _, kids0, _ = usage()
-    started = time.perf_counter()
     out = subprocess.run([spec["floor"], str(job)], check=True, capture_output=True, text=True)
-    elapsed = time.perf_counter() - started
     _, kids1, _ = usage()
-    rows = [line.split() for line in out.stdout.splitlines()]
+    # Timed inside the floor, from its first pod to its last, as run_library times its pods:
+    # neither side's start-up (reading the job, loading the configuration) counts.
+    *lines, last = out.stdout.splitlines()
+    label, _, value = last.partition(" ")
+    assert label == "elapsed", f"unexpected floor output: {last!r}"
+    elapsed = float(value)
+    rows = [line.split() for line in lines]
     timings = {p: [float(r[i]) for r in rows] for i, p in enumerate(FLOOR_PHASES)}
-    failed = [f"pod {i}: step {r[5]}" for i, r in enumerate(rows) if r[5] != "-1"]
+    failed = [
+        f"pod {i}: " + ("its namespace could not be made" if r[5] == "-2" else f"step {r[5]}")
+        for i, r in enumerate(rows)
+        if r[5] != "-1"
+    ]
     return {
         "floor_elapsed_s": elapsed,
         "floor_samples": timings,
@@ -367,6 +386,8 @@ def run_floor(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def worker(spec_json: str) -> None:
+    # Die with the driver (killed outright, it cannot stop us), as the floor dies with us.
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     spec = json.loads(spec_json)
     if spec["mode"] == "floor":
         record = run_floor(spec)
@@ -420,7 +441,14 @@ def measure(node: str, spec: dict[str, Any], label: str) -> dict[str, Any]:
     result = Path(spec["work"]) / f"result-{spec['prefix']}-{spec['mode']}.json"
     spec = {**spec, "result": str(result)}
     command = worker_command(node, str(Path(__file__).resolve()), spec)
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # A session of its own, so that stopping it stops its floor and plugins too.
+    proc = subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     assert proc.stderr is not None
     other: list[str] = []
     progress(label, 0, spec["pods"])
@@ -433,7 +461,8 @@ def measure(node: str, spec: dict[str, Any], label: str) -> dict[str, Any]:
             else:
                 other.append(line)
     except BaseException:  # SIGTERM or ^C: stop the worker before the caller cleans up
-        proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         raise
     if proc.wait() != 0:

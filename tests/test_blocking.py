@@ -69,8 +69,11 @@ def test_interrupt_cancels_and_rolls_back(dirs: dict[str, Path], net: Sandbox) -
         timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))  # a real ^C
         timer.start()
         started = time.monotonic()
-        with pytest.raises(KeyboardInterrupt):
-            cni.set_up_pod(pod)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                cni.set_up_pod(pod)
+        finally:
+            timer.cancel()  # never a ^C for a later test
         assert time.monotonic() - started < 10
         assert len(fake.calls("DEL")) == 1
         cni.status()  # still usable

@@ -591,18 +591,24 @@ async def test_exceptions_leave_the_block_unwrapped(
 ) -> None:
     write_conflist(dirs["conf"], "neta", [{"type": "fa"}])
     with pytest.raises(TimeoutError):
-        async with CNIPlugin(str(dirs["conf"]), [str(dirs["bin"])], watch=watch):
+        async with CNIPlugin(
+            str(dirs["conf"]), [str(dirs["bin"])], str(dirs["cache"]), watch=watch
+        ):
             with anyio.fail_after(0.01):
                 await anyio.sleep(1)
     with pytest.raises(KeyError) as info:
-        async with CNIPlugin(str(dirs["conf"]), [str(dirs["bin"])], watch=watch):
+        async with CNIPlugin(
+            str(dirs["conf"]), [str(dirs["bin"])], str(dirs["cache"]), watch=watch
+        ):
             try:
                 raise ValueError("inner")
             except ValueError as exc:
                 raise KeyError("outer") from exc
     assert isinstance(info.value.__cause__, ValueError)
     with pytest.raises(KeyError) as info:
-        async with CNIPlugin(str(dirs["conf"]), [str(dirs["bin"])], watch=watch):
+        async with CNIPlugin(
+            str(dirs["conf"]), [str(dirs["bin"])], str(dirs["cache"]), watch=watch
+        ):
             try:
                 raise ValueError("inner")
             except ValueError:
@@ -611,7 +617,9 @@ async def test_exceptions_leave_the_block_unwrapped(
     assert not info.value.__suppress_context__
     # a group the body raises itself comes out as that group
     with pytest.raises(ExceptionGroup) as group:
-        async with CNIPlugin(str(dirs["conf"]), [str(dirs["bin"])], watch=watch):
+        async with CNIPlugin(
+            str(dirs["conf"]), [str(dirs["bin"])], str(dirs["cache"]), watch=watch
+        ):
             raise ExceptionGroup("mine", [ValueError("a"), ValueError("b")])
     assert group.value.message == "mine"
 

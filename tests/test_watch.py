@@ -331,7 +331,9 @@ async def test_plugin_follows_changes_and_publishes(
 
 
 async def test_events_without_watching(dirs: dict[str, Path], fake: FakePlugin) -> None:
-    async with CNIPlugin(str(dirs["conf"]), [str(dirs["bin"])], watch=False) as cni:
+    async with CNIPlugin(
+        str(dirs["conf"]), [str(dirs["bin"])], str(dirs["cache"]), watch=False
+    ) as cni:
         assert cni.watcher is None
         async with cni.config_events() as events:
             await expect(events, Reloaded)

@@ -26,7 +26,10 @@ class FakePlugin:
         self.path.chmod(0o755)
 
     def _save(self) -> None:
-        self._behaviour_file.write_text(json.dumps(self._behaviour))
+        # Atomically: a plugin running meanwhile reads the old behaviour or the new, never half.
+        tmp = self._behaviour_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self._behaviour))
+        os.replace(tmp, self._behaviour_file)
 
     def on(self, command: str, **behaviour: Any) -> FakePlugin:
         """Set what the plugin does for ``command`` (``"*"`` for every command,
