@@ -301,7 +301,13 @@ class ConfigWatcher:
         if directory not in self._direct:
             return False  # watched only for a missing directory below it; this is not that
         if directory == self.conf_dir:
-            return entry.endswith(CONFIG_EXTENSIONS) or bool(mask & Mask.ISDIR)
+            # "..data" and its kin: Kubernetes mounts a ConfigMap as links through a "..data"
+            # link, which an update swaps (by rename) for a new "..<timestamp>" directory.
+            return (
+                entry.endswith(CONFIG_EXTENSIONS)
+                or bool(mask & Mask.ISDIR)
+                or entry.startswith("..")
+            )
         if directory in self.bin_dirs:
             return True
         return entry.endswith(PLUGIN_DIR_EXTENSIONS)

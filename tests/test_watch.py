@@ -457,3 +457,26 @@ async def test_a_dropped_subscription_is_forgotten_and_a_slow_one_warned_once(
 async def _take(events: EventSubscription, n: int) -> AsyncIterator[ConfigEvent]:
     for _ in range(n):
         yield await events.__anext__()
+
+
+async def test_a_configmap_style_update_is_seen(dirs: dict[str, Path], fake: FakePlugin) -> None:
+    """Kubernetes mounts a ConfigMap as links through ``..data``, which an update swaps for a
+    new timestamped directory (made first, linked later): the swap itself must reload."""
+    conf = dirs["conf"]
+
+    def version(tag: str, plugin_count: int) -> None:
+        (conf / tag).mkdir()
+        write_conflist(conf / tag, "net1", plugins() * plugin_count, filename="10-net1.conflist")
+
+    version("..2026_a", 1)
+    (conf / "..data").symlink_to("..2026_a")
+    (conf / "10-net1.conflist").symlink_to("..data/10-net1.conflist")
+    async with watch_config(str(conf), [str(dirs["bin"])], debounce=0.02) as events:
+        await settle(events)
+        version("..2026_b", 2)
+        await settle(events, quiet=0.2)  # that directory alone changes nothing
+        (conf / "..data_tmp").symlink_to("..2026_b")
+        os.rename(conf / "..data_tmp", conf / "..data")
+        await expect(events, NetworkChanged)
+        assert events.snapshot is not None
+        assert len(events.snapshot.get("net1").plugins) == 2  # type: ignore[union-attr]
