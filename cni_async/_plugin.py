@@ -331,11 +331,29 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
         self._events.publish(events)
 
     async def _follow(self, watcher: ConfigWatcher) -> None:
-        """Apply every reload the watcher makes (runs in the plugin's own task group)."""
+        """Apply every reload the watcher makes (runs in the plugin's own task group).
+
+        Changes are published as the difference from the snapshot in use, as :meth:`reload`
+        does: the watcher's own events are the difference from its previous snapshot, which a
+        :meth:`reload` in between may have replaced (its events would come twice).
+        """
         try:
             async for event in watcher:
-                assert watcher.snapshot is not None
-                self._install(watcher.snapshot, [event])
+                snapshot = watcher.snapshot
+                assert snapshot is not None
+                if isinstance(event, WatcherDegraded):
+                    self._install(snapshot, [event])
+                elif snapshot.generation > self._snapshot.generation:
+                    # The first event of a reload: publish all of it at once. The rest of its
+                    # events, and those of a snapshot older than the one in use, are skipped.
+                    self._install(
+                        snapshot,
+                        diff_snapshots(
+                            self._snapshot if self._snapshot.generation else None,
+                            snapshot,
+                            default_name=self._default_name,
+                        ),
+                    )
         except Exception as exc:  # never let a watcher bug cancel the caller's block
             logger.exception("the CNI config watcher failed; reloading only on a miss from now")
             self._events.publish([WatcherDegraded(f"watcher failed: {exc!r}", 0.0)])

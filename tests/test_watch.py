@@ -480,3 +480,18 @@ async def test_a_configmap_style_update_is_seen(dirs: dict[str, Path], fake: Fak
         await expect(events, NetworkChanged)
         assert events.snapshot is not None
         assert len(events.snapshot.get("net1").plugins) == 2  # type: ignore[union-attr]
+
+
+async def test_a_reload_while_watching_publishes_each_change_once(
+    dirs: dict[str, Path], fake: FakePlugin
+) -> None:
+    async with (
+        CNIPlugin(str(dirs["conf"]), [str(dirs["bin"])], str(dirs["cache"]), debounce=0.2) as cni,
+        cni.config_events() as events,
+    ):
+        await settle(events)
+        write_conflist(dirs["conf"], "net1", plugins())
+        await cni.reload()  # before the watcher's debounce ends: both see the new file
+        seen = await settle(events, quiet=1.0)
+    added = [e for e in seen if isinstance(e, NetworkAdded)]
+    assert [e.name for e in added] == ["net1"]
