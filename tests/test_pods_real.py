@@ -21,6 +21,7 @@ from cni_async._plugin import CNIPlugin
 from .support.netns import (
     Sandbox,
     addresses,
+    ip,
     ip_json,
     link_state,
     node_plugins,
@@ -107,6 +108,13 @@ async def test_concurrent_churn_leaves_nothing(
 ) -> None:
     seen: set[str] = set()
     limit = anyio.Semaphore(8)
+    # A bridge whose MAC nobody set takes its lowest port's, so it changes as pods come and go;
+    # the bridge plugin's CHECK then fails ("Mac doesn't match") against the MAC its ADD
+    # cached. Nodes pin it (or use plugins that do); so does this test.
+    node = f"{net.prefix}-node"
+    for suffix, mac in (("a", "02:00:00:00:0a:01"), ("b", "02:00:00:00:0b:01")):
+        ip("-n", node, "link", "add", f"{net.prefix}{suffix}", "type", "bridge")
+        ip("-n", node, "link", "set", f"{net.prefix}{suffix}", "address", mac, "up")
 
     async def cycle(i: int) -> None:
         async with limit:
