@@ -108,9 +108,10 @@ async def test_concurrent_churn_leaves_nothing(
 ) -> None:
     seen: set[str] = set()
     limit = anyio.Semaphore(8)
-    # A bridge whose MAC nobody set takes its lowest port's, so it changes as pods come and go;
-    # the bridge plugin's CHECK then fails ("Mac doesn't match") against the MAC its ADD
-    # cached. Nodes pin it (or use plugins that do); so does this test.
+    # The kernel may give a bridge whose MAC nobody set the MAC of one of its ports, so with
+    # eight pods set up at once on a new bridge it can change, and the bridge plugin's CHECK
+    # fail ("Mac doesn't match") against the MAC an ADD cached (seen once in CI). Set once,
+    # the MAC stays.
     node = f"{net.prefix}-node"
     for suffix, mac in (("a", "02:00:00:00:0a:01"), ("b", "02:00:00:00:0b:01")):
         ip("-n", node, "link", "add", f"{net.prefix}{suffix}", "type", "bridge")
