@@ -163,16 +163,6 @@ class CNIEngine:
         verb: str,
         stdin: bytes,
         rt: RuntimeConf | None,
-    ) -> bytes:
-        return await self._exec_as(network, plugin, verb, stdin, rt, _raw)
-
-    async def _exec_as(
-        self,
-        network: str,
-        plugin: PluginConfig,
-        verb: str,
-        stdin: bytes,
-        rt: RuntimeConf | None,
         decode: Callable[[bytes], T],
     ) -> T:
         return await self._run(
@@ -284,7 +274,7 @@ class CNIEngine:
                 prev_result=result_to_builtins(result) if result is not None else None,
                 capability_args=rt.capability_args,
             )
-            result = await self._exec_as(
+            result = await self._exec(
                 netlist.name, plugin, "ADD", stdin, rt, _result_decoder(netlist, plugin)
             )
         assert result is not None
@@ -334,7 +324,7 @@ class CNIEngine:
             stdin = plugin_stdin(
                 netlist, plugin, prev_result=prev, capability_args=rt.capability_args
             )
-            await self._exec(netlist.name, plugin, "CHECK", stdin, rt)
+            await self._exec(netlist.name, plugin, "CHECK", stdin, rt, _raw)
         return cached
 
     async def del_network_list(
@@ -370,7 +360,7 @@ class CNIEngine:
                 netlist, plugin, prev_result=prev, capability_args=rt.capability_args
             )
             try:
-                await self._exec(netlist.name, plugin, "DEL", stdin, rt)
+                await self._exec(netlist.name, plugin, "DEL", stdin, rt, _raw)
             except CNIError as exc:
                 if not keep_going:
                     raise
@@ -530,7 +520,9 @@ class CNIEngine:
         if not version_at_least_or_false(netlist.cni_version, "1.1.0"):
             return
         for plugin in netlist.plugins:
-            await self._exec(netlist.name, plugin, "STATUS", status_stdin(netlist, plugin), None)
+            await self._exec(
+                netlist.name, plugin, "STATUS", status_stdin(netlist, plugin), None, _raw
+            )
 
     async def gc_network_list(
         self,
@@ -601,7 +593,7 @@ class CNIEngine:
                 list(valid_attachments) if valid_attachments is not None else msgspec.UNSET,
             )
             try:
-                await self._exec(netlist.name, plugin, "GC", stdin, None)
+                await self._exec(netlist.name, plugin, "GC", stdin, None, _raw)
             except CNIError as exc:
                 errors.append(exc)
         if errors:
