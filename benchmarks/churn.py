@@ -497,12 +497,13 @@ def measure_interleaved(node: str, spec: dict[str, Any], pods: int, slices: int)
     library, floor = runs["library"], runs["floor"]
     elapsed = sum(r["elapsed_s"] for r in library)
     floor_elapsed = sum(r["floor_elapsed_s"] for r in floor)
+    cpu = sum(r["cpu_s"] for r in library)
     return {
         "slices": len(library),
         "elapsed_s": elapsed,
         "pods_per_s": pods / elapsed,
         "phases": pooled(library, "samples", PHASES),
-        "cpu_s": sum(r["cpu_s"] for r in library),
+        "cpu_s": cpu,
         "children_cpu_s": sum(r["children_cpu_s"] for r in library),
         "peak_rss_mib": max(r["peak_rss_mib"] for r in library),
         "errors": [e for r in library for e in r["errors"]],
@@ -516,7 +517,7 @@ def measure_interleaved(node: str, spec: dict[str, Any], pods: int, slices: int)
             f"run {i + 1}: {leak}" for i, r in enumerate(floor) for leak in r["floor_leaks"]
         ],
         "ratio_to_floor": floor_elapsed / elapsed,
-        "cpu_ms_per_pod": sum(r["cpu_s"] for r in library) * 1000 / pods,
+        "cpu_ms_per_pod": cpu * 1000 / pods,
     }
 
 
