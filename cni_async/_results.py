@@ -1,10 +1,10 @@
 """CNI results of every spec version: typed models, parsing, encoding and version conversion.
 
-Three wire schemas exist: 0.1.0/0.2.0 (:class:`Result020`), 0.3.0/0.3.1/0.4.0 (:class:`Result040`)
-and 1.0.0/1.1.0 (:class:`Result100`). Parsing follows libcni (``fixupResultVersion`` followed by a
-typed decode); conversion follows libcni's ``GetAsVersion`` matrix. Addresses are stored as their
-canonical text, validated when a model is built, and integers stay exact (Go rounds them through
-float64 when it re-encodes a 1.x result).
+Three wire schemas exist: 0.1.0/0.2.0 ([`Result020`][cni_async.Result020]), 0.3.0/0.3.1/0.4.0
+([`Result040`][cni_async.Result040]) and 1.0.0/1.1.0 ([`Result100`][cni_async.Result100]). Parsing
+follows libcni (``fixupResultVersion`` followed by a typed decode); conversion follows libcni's
+``GetAsVersion`` matrix. Addresses are stored as their canonical text, validated when a model is
+built, and integers stay exact (Go rounds them through float64 when it re-encodes a 1.x result).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Final, TypeAlias
 import msgspec
 
 from ._errors import ProtocolError, VersionError
+from ._json import decode_like_go
 from ._specversion import CURRENT_VERSION
 
 __all__ = [
@@ -338,17 +339,14 @@ def parse_result(data: bytes, config_version: str) -> Result:
 
     :param data: the plugin's stdout
     :param config_version: the ``cniVersion`` the plugin was invoked with
-    :return: a :class:`Result020`, :class:`Result040` or :class:`Result100`
+    :return: a [`Result020`][cni_async.Result020], [`Result040`][cni_async.Result040] or
+        [`Result100`][cni_async.Result100]
     :raises ProtocolError: if ``data`` is not a JSON object (or ``null``) or a field is malformed
     :raises VersionError: if the result's version is not one this library can read
     """
     try:
-        try:
-            obj = _json_decoder.decode(data)
-        except UnicodeDecodeError:
-            # Go's decoder replaces invalid UTF-8 with U+FFFD instead of failing.
-            obj = _json_decoder.decode(bytes(data).decode("utf-8", "replace"))
-    except (msgspec.DecodeError, RecursionError) as exc:
+        obj = decode_like_go(_json_decoder, data)
+    except msgspec.DecodeError as exc:
         raise ProtocolError(f"failed to unmarshal raw result: {exc}") from exc
     return _typed_result(obj, config_version)
 
@@ -356,7 +354,7 @@ def parse_result(data: bytes, config_version: str) -> Result:
 def result_from_builtins(obj: Any, config_version: str) -> Result:
     """Build a typed result from already-decoded JSON (a cache entry's ``result``, say).
 
-    Same rules as :func:`parse_result`; ``obj`` is not modified.
+    Same rules as [`parse_result`][cni_async.parse_result]; ``obj`` is not modified.
 
     :param obj: a ``dict`` (or ``None``, read as ``{}``) of JSON values
     :param config_version: the version to assume when ``obj`` has no usable ``cniVersion``
@@ -384,7 +382,7 @@ def encode_result(result: Result) -> bytes:
 def result_to_builtins(result: Result) -> dict[str, Any]:
     """The JSON object form of a result (what is injected as ``prevResult`` and cached).
 
-    Plain ``dict``/``list``/``str``/``int`` values, exactly what decoding :func:`encode_result`'s
+    Plain ``dict``/``list``/``str``/``int`` values, exactly what decoding ``encode_result()``'s
     output gives.
     """
     obj: dict[str, Any] = _json_decoder.decode(encode_result(result))
