@@ -1,15 +1,26 @@
 """The ``cni-async`` command line: cnitool's verbs and environment, plus a look at the config.
 
+    cni-async [-i IFNAME] [-v|-vv] [--version] VERB ...
     cni-async networks                 what is loaded, the default, invalid files and why
     cni-async add|check|del NET NETNS  run a network on a namespace, as cnitool does
-    cni-async status NET               readiness (STATUS for 1.1.0 networks)
-    cni-async gc NET                   remove the network's cached attachments (cnitool's gc)
+    cni-async status NET [NETNS]       readiness: STATUS to each plugin (cniVersion 1.1.0 and
+                                       plugins that support it; skipped, with the reason, else)
+    cni-async gc NET [NETNS]           without NETNS: DEL every cached attachment of the network,
+                                       then GC with no valid-attachments list (cnitool's gc);
+                                       with NETNS: only NETNS's attachments are stale, the
+                                       network's other cached attachments are sent as valid
     cni-async watch                    stream configuration events, one JSON object per line
     cni-async pod add|status|del NAMESPACE NAME ID NETNS [-networks a,b]
                                        a whole pod through CNIPlugin, with ocicnitool's arguments
                                        (of the environment, CNI_ARGS applies; CAP_ARGS and
                                        CNI_IFNAME do not)
-    cni-async bench [ARGS...]          the pod-churn benchmark (benchmarks/churn.py's arguments)
+    cni-async bench [ARGS...]          the pod-churn benchmark (benchmarks/churn.py's arguments;
+                                       offered only from a source checkout)
+
+Every verb takes ``--json``. ``-i``/``--ifname`` is cnitool's: the interface name for add, check
+and del (default ``CNI_IFNAME``, else ``eth0``). ``-v`` logs the library's INFO messages to
+stderr, ``-vv`` its DEBUG ones too. What a plugin writes to stderr is shown on stderr, as cnitool
+shows it (cnitool lets plugins inherit its stderr; here it is shown once the plugin has exited).
 
 Environment, as cnitool: ``NETCONFPATH`` (default ``/etc/cni/net.d``), ``CNI_PATH`` (``:``
 separated, default ``/opt/cni/bin``), ``CAP_ARGS`` (a JSON object of capability arguments),
@@ -25,32 +36,58 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import os
+import stat
 import subprocess
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
 import msgspec
 
-from ._config import NetworkConfigList, load_config_dir
+from ._cache import CacheEntry
+from ._config import ConfigDirectory, NetworkConfigList, load_config_dir
 from ._engine import CNIEngine, RuntimeConf
-from ._errors import CNIError
+from ._errors import CNIError, ConfigError, NetworkNotFound, VersionError
+from ._exec import SpawnExecutor
 from ._models import NetAttachment, NetResult, PodNetwork
 from ._plugin import CNIPlugin
 from ._results import result_to_builtins
+from ._specversion import parse_version, version_at_least_or_false
+from ._version import __version__
 from ._watch import watch_config
 
 __all__ = ["main"]
 
+logger = logging.getLogger("cni_async.cli")
+
+_STATUS_VERSION = "1.1.0"
+_CHURN = Path(__file__).resolve().parent.parent / "benchmarks" / "churn.py"
+
 
 class _UsageError(Exception):
-    pass
+    """A bad argument or environment variable: exit status 2."""
 
 
-def _environment() -> dict[str, Any]:
+class _Failure(Exception):
+    """A failure found by the command line itself (not a CNIError): exit status 1."""
+
+
+@dataclass(frozen=True)
+class _Env:
+    conf_dir: str
+    bin_dirs: list[str]
+    cache_dir: str | None
+    ifname: str
+    cap_args: dict[str, Any]
+    args: tuple[tuple[str, str], ...]
+
+
+def _environment(ifname: str | None) -> _Env:
     cap_args: Any = {}
     if os.environ.get("CAP_ARGS"):
         try:
@@ -66,20 +103,21 @@ def _environment() -> dict[str, Any]:
         if not sep or not key or not value or "=" in value:  # as libcni's LoadArgs
             raise _UsageError(f"invalid CNI_ARGS pair {pair!r}: expected KEY=VALUE")
         args.append((key, value))
-    return {
-        "conf_dir": os.environ.get("NETCONFPATH") or os.environ.get("CONF_PATH", "/etc/cni/net.d"),
-        "bin_dirs": [
+    return _Env(
+        conf_dir=os.environ.get("NETCONFPATH") or os.environ.get("CONF_PATH", "/etc/cni/net.d"),
+        bin_dirs=[
             d
             for d in (
                 os.environ.get("CNI_PATH") or os.environ.get("BIN_PATH", "/opt/cni/bin")
             ).split(":")
             if d
         ],
-        "cache_dir": os.environ.get("CNI_CACHE_DIR") or None,
-        "ifname": os.environ.get("CNI_IFNAME", "eth0"),
-        "cap_args": cap_args,
-        "args": tuple(args),
-    }
+        cache_dir=os.environ.get("CNI_CACHE_DIR") or None,
+        # as cnitool: the -i flag, else CNI_IFNAME, else eth0
+        ifname=ifname or os.environ.get("CNI_IFNAME") or "eth0",
+        cap_args=cap_args,
+        args=tuple(args),
+    )
 
 
 def _container_id(netns: str) -> str:
@@ -87,73 +125,285 @@ def _container_id(netns: str) -> str:
     return f"cnitool-{digest[:20]}"
 
 
-async def _network(env: dict[str, Any], name: str) -> NetworkConfigList:
-    directory = await load_config_dir(env["conf_dir"])
-    return directory.require(name)
-
-
 def _print_json(obj: Any) -> None:
     sys.stdout.write(msgspec.json.format(msgspec.json.encode(obj), indent=2).decode() + "\n")
 
 
+def _show_plugin_stderr(path: str, data: bytes) -> None:
+    """What a plugin wrote to stderr, on ours (cnitool's plugins inherit its stderr)."""
+    logger.debug("%s wrote %d bytes to stderr", path, len(data))
+    if not data.endswith(b"\n"):
+        data += b"\n"
+    sys.stderr.flush()
+    buffer = getattr(sys.stderr, "buffer", None)  # None when replaced by a text-only stream
+    if buffer is None:
+        sys.stderr.write(data.decode("utf-8", "replace"))
+        sys.stderr.flush()
+    else:
+        buffer.write(data)
+        buffer.flush()
+
+
+def _require_conf_dir(conf_dir: str) -> None:
+    if not os.path.exists(conf_dir):
+        raise _Failure(
+            f"configuration directory {conf_dir} does not exist "
+            "(set NETCONFPATH to the directory of the network configuration files)"
+        )
+
+
+# -- the network asked for -------------------------------------------------------------------
+
+
+async def _network(env: _Env, name: str) -> NetworkConfigList:
+    directory = await load_config_dir(env.conf_dir)
+    try:
+        network = directory.require(name)
+    except NetworkNotFound:
+        raise _not_found(directory, name) from None
+    logger.info(
+        "network %s (cniVersion %s, plugins %s) from %s",
+        network.name,
+        network.cni_version or "-",
+        " -> ".join(p.type for p in network.plugins),
+        network.path,
+    )
+    return network
+
+
+def _declared_name(path: str) -> str | None:
+    """The network name an invalid file declares, or ``None`` when that cannot be told (it
+    cannot be read, is not a JSON object, or its name is missing or not a string)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO must not hang
+        with open(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
+            obj = json.loads(f.read())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(obj, dict):
+        return None
+    name = obj.get("name")
+    if isinstance(name, str) and name:
+        return name
+    if name in (None, "") and not path.endswith(".conflist"):
+        return os.path.basename(path)  # a single plugin file is named after its file
+    return None  # a list without a name, or a name that is not a string
+
+
+def _why(file: str, error: ConfigError) -> str:
+    reason = error.reason if error.path in (None, file) else f"{error.path}: {error.reason}"
+    return f"{file}: {reason}"
+
+
+def _not_found(directory: ConfigDirectory, name: str) -> Exception:
+    """The error for a network that is not among the valid ones: the invalid file that
+    defines it, with its reason, when there is one."""
+    defining: list[str] = []
+    unknown: list[str] = []
+    for file, error in directory.invalid:
+        declared = error.network or _declared_name(file)
+        if declared == name:
+            defining.append(_why(file, error))
+        elif declared is None:
+            unknown.append(_why(file, error))
+    if defining:
+        return _Failure(f'network "{name}" is defined in an invalid file: ' + "; ".join(defining))
+    if unknown:
+        return _Failure(
+            f'no valid net configuration with name "{name}"; these files could not be read or '
+            "parsed and may define it: " + "; ".join(unknown)
+        )
+    try:
+        directory.require(name)
+    except NetworkNotFound as exc:
+        return exc
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+# -- verbs -----------------------------------------------------------------------------------
+
+
 async def _run(options: argparse.Namespace) -> int:
-    env = _environment()
-    engine = CNIEngine(env["bin_dirs"], cache_dir=env["cache_dir"])
-    if options.command == "networks":
-        return await _networks(env, engine, options.json)
+    env = _environment(options.ifname)
     if options.command == "watch":
-        async with watch_config(env["conf_dir"], env["bin_dirs"]) as events:
+        async with watch_config(env.conf_dir, env.bin_dirs) as events:
             async for event in events:
                 record = msgspec.to_builtins(event, enc_hook=str)
                 print(json.dumps({"event": type(event).__name__, **record}), flush=True)
         return 0
+    _require_conf_dir(env.conf_dir)
+    executor = SpawnExecutor(stderr_sink=_show_plugin_stderr)
     if options.command == "pod":
-        return await _pod(env, options)
+        return await _pod(env, options, executor)
+    engine = CNIEngine(env.bin_dirs, cache_dir=env.cache_dir, executor=executor)
+    if options.command == "networks":
+        return await _networks(env, engine, options.json)
     network = await _network(env, options.network)
     if options.command == "status":
-        await engine.status_network_list(network)
-        print(f"{network.name}: ready")
-        return 0
+        return await _status(engine, network, options.json)
     if options.command == "gc":
-        await engine.gc_network_list(network, None)
-        return 0
+        return await _gc(engine, network, options.netns, options.json)
     rt = RuntimeConf(
         container_id=_container_id(options.netns),
         netns=options.netns,
-        ifname=env["ifname"],
-        args=env["args"],
-        capability_args=env["cap_args"],
+        ifname=env.ifname,
+        args=env.args,
+        capability_args=env.cap_args,
     )
-    if options.command == "add":
+    logger.info(
+        "%s %s: container %s, interface %s in %s",
+        options.command.upper(),
+        network.name,
+        rt.container_id,
+        rt.ifname,
+        rt.netns,
+    )
+    attachment = {
+        "network": network.name,
+        "containerID": rt.container_id,
+        "ifname": rt.ifname,
+        "netns": rt.netns,
+    }
+    if options.command == "add":  # the result, with or without --json, as cnitool
         _print_json(result_to_builtins(await engine.add_network_list(network, rt)))
     elif options.command == "check":
-        await engine.check_network_list(network, rt)
+        cached = await engine.check_network_list(network, rt)
+        if options.json:
+            _print_json(
+                {
+                    **attachment,
+                    "checked": not network.disable_check,
+                    "prevResult": result_to_builtins(cached) if cached is not None else None,
+                }
+            )
     else:
         await engine.del_network_list(network, rt)
+        if options.json:
+            _print_json({**attachment, "deleted": True})
     return 0
 
 
-async def _pod(env: dict[str, Any], options: argparse.Namespace) -> int:
-    for name in ("CAP_ARGS", "CNI_IFNAME"):
-        if os.environ.get(name):
+async def _status_skipped(engine: CNIEngine, network: NetworkConfigList) -> str | None:
+    """Why STATUS cannot be asked of this network, or ``None`` when it can."""
+    if not version_at_least_or_false(network.cni_version, _STATUS_VERSION):
+        return (
+            f"the network's cniVersion is {network.cni_version or 'unset'}; STATUS needs "
+            f"{_STATUS_VERSION} or later"
+        )
+    behind: list[str] = []
+    for plugin_type in dict.fromkeys(p.type for p in network.plugins):
+        info = await engine.get_version_info(plugin_type)
+        if network.cni_version not in info.supported_versions:
+            behind.append(f"{plugin_type} supports up to {_highest(info.supported_versions)}")
+    if behind:
+        return (
+            f"the network's cniVersion is {network.cni_version} but plugin "
+            f"{', '.join(behind)}; STATUS needs every plugin to support {network.cni_version}"
+        )
+    return None
+
+
+def _highest(versions: Sequence[str]) -> str:
+    parsed: list[tuple[tuple[int, int, int], str]] = []
+    for version in versions:
+        try:
+            parsed.append((parse_version(version), version))
+        except VersionError:
+            continue
+    return max(parsed)[1] if parsed else "(none)"
+
+
+async def _status(engine: CNIEngine, network: NetworkConfigList, as_json: bool) -> int:
+    reason = await _status_skipped(engine, network)
+    if reason is None:
+        await engine.status_network_list(network)
+        record = {"network": network.name, "status": "ready"}
+    else:
+        logger.info("STATUS %s skipped: %s", network.name, reason)
+        record = {"network": network.name, "status": "skipped", "reason": reason}
+    if as_json:
+        _print_json(record)
+    elif reason is None:
+        print(f"{network.name}: ready")
+    else:
+        print(f"{network.name}: STATUS skipped: {reason}")
+    return 0
+
+
+def _of_network(entries: Sequence[CacheEntry], network: NetworkConfigList) -> list[tuple[str, str]]:
+    return [(e.container_id, e.if_name) for e in entries if e.network_name == network.name]
+
+
+async def _gc(
+    engine: CNIEngine, network: NetworkConfigList, netns: str | None, as_json: bool
+) -> int:
+    before = _of_network(await engine.get_cached_attachments(), network)
+    valid: list[tuple[str, str]] | None = None
+    if netns is not None:
+        stale = _container_id(netns)
+        valid = [a for a in before if a[0] != stale]
+    await engine.gc_network_list(network, valid)
+    after = set(_of_network(await engine.get_cached_attachments(), network))
+    removed = [a for a in before if a not in after]
+    if network.disable_gc:
+        gc_sent, note = False, "disableGC is set: nothing was done"
+    elif not version_at_least_or_false(network.cni_version, "1.1.0"):
+        gc_sent, note = False, f"no GC verb: cniVersion {network.cni_version or 'unset'} < 1.1.0"
+    else:
+        valid_text = "not given" if valid is None else str(len(valid))
+        gc_sent, note = True, f"GC sent to the plugins (valid attachments: {valid_text})"
+    if as_json:
+        _print_json(
+            {
+                "network": network.name,
+                "netns": netns,
+                "removed": [{"containerID": c, "ifname": i} for c, i in removed],
+                "validAttachments": None
+                if valid is None
+                else [{"containerID": c, "ifname": i} for c, i in valid],
+                "gcSent": gc_sent,
+                "note": note,
+            }
+        )
+    else:
+        listed = "".join(f" {c}/{i}" for c, i in removed)
+        print(f"{network.name}: removed {len(removed)} cached attachment(s){listed}; {note}")
+    return 0
+
+
+async def _pod(env: _Env, options: argparse.Namespace, executor: SpawnExecutor) -> int:
+    for name, given in (
+        ("CAP_ARGS", os.environ.get("CAP_ARGS")),
+        ("CNI_IFNAME", os.environ.get("CNI_IFNAME")),
+        ("-i/--ifname", options.ifname),
+    ):
+        if given:
             print(
                 f"cni-async: {name} does not apply to pods (interface names are assigned as "
                 "ocicni does, capabilities come from the pod); ignoring it",
                 file=sys.stderr,
             )
-    networks = [NetAttachment(n) for n in options.networks.split(",") if n]
-    pod = PodNetwork(
-        options.name, options.namespace, options.id, options.uid, options.netns, networks
-    )
+    try:
+        networks = [NetAttachment(n) for n in options.networks.split(",") if n]
+        pod = PodNetwork(
+            options.name, options.namespace, options.id, options.uid, options.netns, networks
+        )
+    except ValueError as exc:  # an empty ID: the models refuse it at construction
+        raise _UsageError(str(exc)) from None
     async with CNIPlugin(
-        env["conf_dir"],
-        env["bin_dirs"],
-        env["cache_dir"],
+        env.conf_dir,
+        env.bin_dirs,
+        env.cache_dir,
         watch=False,
-        cni_args=env["args"],
+        executor=executor,
+        cni_args=env.args,
     ) as cni:
         if options.verb == "del":
             await cni.tear_down_pod(pod)
+            if options.json:
+                _print_json({"namespace": pod.namespace, "name": pod.name, "deleted": True})
             return 0
         if options.verb == "add":
             results = await cni.set_up_pod(pod)
@@ -179,22 +429,14 @@ def _addresses(result: NetResult) -> str:
 def _bench(args: Sequence[str], *, replace_process: bool) -> int:
     """Run the churn benchmark of the source tree: in place of this process when it is the
     command line itself, else as a child whose exit status is returned."""
-    churn = Path(__file__).resolve().parent.parent / "benchmarks" / "churn.py"
-    if not churn.is_file():
-        print(
-            "cni-async: bench runs benchmarks/churn.py from a source checkout of cni_async; "
-            f"there is none next to {Path(__file__).resolve().parent}",
-            file=sys.stderr,
-        )
-        return 1
-    command = [sys.executable, str(churn), *args]
+    command = [sys.executable, str(_CHURN), *args]
     if replace_process:
         os.execv(sys.executable, command)
     return subprocess.run(command, check=False).returncode
 
 
-async def _networks(env: dict[str, Any], engine: CNIEngine, as_json: bool) -> int:
-    directory = await load_config_dir(env["conf_dir"])
+async def _networks(env: _Env, engine: CNIEngine, as_json: bool) -> int:
+    directory = await load_config_dir(env.conf_dir)
     rows: list[dict[str, Any]] = []
     for network in directory.networks:
         try:
@@ -217,7 +459,7 @@ async def _networks(env: dict[str, Any], engine: CNIEngine, as_json: bool) -> in
     if as_json:
         _print_json({"default": default, "networks": rows, "invalid": invalid})
         return 0
-    print(f"configuration directory: {env['conf_dir']}")
+    print(f"configuration directory: {env.conf_dir}")
     print(f"default network: {default or '(none)'}")
     for r in rows:
         state = "ok" if r["usable"] else f"NOT USABLE: {r['problem']}"
@@ -229,30 +471,108 @@ async def _networks(env: dict[str, Any], engine: CNIEngine, as_json: bool) -> in
     return 0
 
 
-def _parser() -> argparse.ArgumentParser:
+# -- arguments -------------------------------------------------------------------------------
+
+
+def _bench_available() -> bool:
+    """Whether this is a source checkout, with benchmarks/churn.py next to the package."""
+    return _CHURN.is_file()
+
+
+def _parser(*, bench: bool) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cni-async",
-        description="Run CNI networks from the shell (cnitool's verbs and environment).",
-        epilog="Environment: NETCONFPATH (or CONF_PATH), CNI_PATH (or BIN_PATH), CAP_ARGS, "
-        "CNI_ARGS, CNI_IFNAME, CNI_CACHE_DIR.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run CNI networks from the shell (cnitool's verbs and environment).\n\n"
+        "  cni-async [-i IFNAME] add|check|del NETWORK NETNS\n"
+        "  cni-async status|gc NETWORK [NETNS]\n"
+        "  cni-async networks|watch\n"
+        "  cni-async pod add|status|del NAMESPACE NAME ID NETNS [-networks a,b]\n\n"
+        "Every verb takes --json; 'cni-async VERB --help' tells more.",
+        epilog="environment: NETCONFPATH (or CONF_PATH), CNI_PATH (or BIN_PATH), CAP_ARGS,\n"
+        "CNI_ARGS, CNI_IFNAME, CNI_CACHE_DIR, as cnitool. What plugins write to stderr\n"
+        "is shown on stderr. Exit status: 0 success, 1 a CNI error, 2 a usage error.",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
-    networks = sub.add_parser("networks", help="what is loaded, the default, invalid files")
-    networks.add_argument("--json", action="store_true", help="print JSON for scripts")
-    for verb in ("add", "check", "del"):
-        cmd = sub.add_parser(verb, help=f"{verb.upper()} a network on a network namespace")
-        cmd.add_argument("network")
-        cmd.add_argument("netns", help="the namespace path, e.g. /run/netns/pod1")
-    status = sub.add_parser("status", help="is the network ready (STATUS, CNI 1.1.0)")
-    status.add_argument("network")
-    gc = sub.add_parser("gc", help="remove every cached attachment of a network, then GC")
-    gc.add_argument("network")
-    sub.add_parser("watch", help="stream configuration events as JSON lines")
+    parser.add_argument("--version", action="version", version=f"cni-async {__version__}")
+    parser.add_argument(
+        "-i",
+        "--ifname",
+        metavar="IFNAME",
+        help="the interface name in the namespace for add, check and del, as cnitool's -i "
+        "(default: CNI_IFNAME, else eth0)",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="log cni_async's INFO messages to stderr; -vv adds DEBUG (every plugin run)",
+    )
+    json_option = argparse.ArgumentParser(add_help=False)
+    json_option.add_argument("--json", action="store_true", help="print JSON for scripts")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="VERB")
+    sub.add_parser(
+        "networks", parents=[json_option], help="what is loaded, the default, invalid files"
+    )
+    for verb, text in (
+        ("add", "ADD a network to a namespace and print the result as JSON (as cnitool)"),
+        ("check", "CHECK a network's attachment in a namespace"),
+        ("del", "DEL a network's attachment from a namespace"),
+    ):
+        cmd = sub.add_parser(verb, parents=[json_option], help=text, description=text + ".")
+        cmd.add_argument("network", metavar="NETWORK", help="the network's name")
+        cmd.add_argument("netns", metavar="NETNS", help="the namespace path, e.g. /run/netns/pod1")
+    status_text = (
+        "STATUS: is the network ready. Sent only to networks of cniVersion 1.1.0 or later whose "
+        "plugins all support it (asked through VERSION); otherwise it is skipped, with the "
+        "reason, and the exit status is 0."
+    )
+    status = sub.add_parser(
+        "status",
+        parents=[json_option],
+        help="is the network ready (STATUS, cniVersion 1.1.0)",
+        description=status_text,
+    )
+    status.add_argument("network", metavar="NETWORK", help="the network's name")
+    status.add_argument(
+        "netns",
+        metavar="NETNS",
+        nargs="?",
+        help="accepted for cnitool's argument shape and not used: STATUS is per network",
+    )
+    gc_text = (
+        "Garbage-collect a network. Without NETNS (cnitool's gc): DEL every cached attachment "
+        "of the network, then send GC with no valid-attachments list. With NETNS: the "
+        "attachments of NETNS's container ID (every interface) are stale and get DEL; GC is "
+        "sent with the network's other cached attachments as the valid ones, so they are kept. "
+        "GC is sent to networks of cniVersion 1.1.0 or later only; disableGC turns it all off."
+    )
+    gc = sub.add_parser(
+        "gc",
+        parents=[json_option],
+        help="DEL stale cached attachments (all, or NETNS's), then GC",
+        description=gc_text,
+    )
+    gc.add_argument("network", metavar="NETWORK", help="the network's name")
+    gc.add_argument(
+        "netns",
+        metavar="NETNS",
+        nargs="?",
+        help="the namespace whose attachments are stale (default: every cached attachment)",
+    )
+    sub.add_parser(
+        "watch",
+        parents=[json_option],
+        help="stream configuration events as JSON lines (always JSON)",
+    )
     pod = sub.add_parser(
         "pod",
-        help="set up, check or tear down a whole pod (ocicnitool's arguments)",
-        description="A pod through CNIPlugin, as ocicnitool does: its default network, or "
-        "those named with -networks; results as a table, or JSON with --json.",
+        parents=[json_option],
+        help="add, status or del a whole pod (ocicnitool's arguments)",
+        description="A pod through CNIPlugin, as ocicnitool does: add sets it up on its "
+        "networks, status CHECKs each of its attachments and prints its result, del tears it "
+        "down. Its default network, or those named with -networks; results as a table, or "
+        "JSON with --json.",
     )
     pod.add_argument("verb", choices=("add", "status", "del"))
     pod.add_argument("namespace", help="the pod's namespace")
@@ -261,29 +581,61 @@ def _parser() -> argparse.ArgumentParser:
     pod.add_argument("netns", help="the namespace path, e.g. /run/netns/pod1")
     pod.add_argument("-networks", "--networks", default="", help="networks to use, comma separated")
     pod.add_argument("--uid", default="", help="the pod's UID (K8S_POD_UID)")
-    pod.add_argument("--json", action="store_true", help="print JSON for scripts")
-    sub.add_parser(
-        "bench",
-        help="the pod-churn benchmark on real plugins (arguments go to benchmarks/churn.py)",
-        add_help=False,
-    )
+    if bench:
+        sub.add_parser(
+            "bench",
+            help="the pod-churn benchmark on real plugins (arguments go to benchmarks/churn.py; "
+            "source checkouts only)",
+            add_help=False,
+        )
     return parser
+
+
+def _bench_index(args: Sequence[str]) -> int | None:
+    """Where ``bench`` is, when it is the verb (after global options only)."""
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg == "bench":
+            return index
+        if arg in ("-i", "--ifname"):
+            index += 2
+        elif arg.startswith(("-v", "--verbose", "--ifname=")) or (
+            arg.startswith("-i") and len(arg) > 2
+        ):
+            index += 1
+        else:
+            return None
+    return None
+
+
+def _configure_logging(verbosity: int) -> None:
+    if not verbosity:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("cni-async: %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("cni_async")
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbosity > 1 else logging.INFO)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
-    parser = _parser()
     args = list(sys.argv[1:] if argv is None else argv)
-    if args[:1] == ["bench"]:
-        return _bench(args[1:], replace_process=argv is None)
+    bench = _bench_available()
+    at = _bench_index(args) if bench else None
+    if at is not None:
+        return _bench(args[at + 1 :], replace_process=argv is None)
+    parser = _parser(bench=bench)
     options = parser.parse_args(args)
+    _configure_logging(options.verbose)
     if getattr(options, "netns", None):  # as cnitool: the cache records where it is
         options.netns = os.path.abspath(options.netns)
     try:
         return anyio.run(_run, options)
     except _UsageError as exc:
         parser.error(str(exc))
-    except CNIError as exc:
+    except (CNIError, _Failure) as exc:
         print(f"cni-async: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -2,7 +2,7 @@
 
 The default executor spawns each plugin with ``os.posix_spawn`` in a session of its own, feeds
 stdin through a pipe, drains stdout and stderr without blocking and waits for the exit through a
-pidfd; every wait goes through :func:`anyio.wait_readable`, so it works on asyncio and on trio. This
+pidfd; every wait goes through ``anyio.wait_readable()``, so it works on asyncio and on trio. This
 path costs a fraction of ``anyio.open_process`` per exec (see ``docs/differences.md``) and keeps the
 same guarantees:
 
@@ -10,7 +10,7 @@ same guarantees:
   its process group (an IPAM helper finishing a lease) up to ``kill_grace`` seconds to exit, then
   SIGKILLs the group; the plugin is always reaped and every pipe closed before the cancellation
   propagates;
-* stdout is capped (a flood is a :class:`~cni_async.ProtocolError`), stderr keeps its tail;
+* stdout is capped (a flood is a [`ProtocolError`][cni_async.ProtocolError]), stderr keeps its tail;
 * a grandchild that keeps the output pipes open after the plugin exits cannot hang the call: after
   ``pipe_grace`` seconds the group is killed;
 * "text file busy" on exec (a binary still being written) is retried up to five times, one second
@@ -30,7 +30,7 @@ import select
 import signal
 import stat
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final, Protocol
 
 import anyio
@@ -43,6 +43,7 @@ from ._errors import (
     PluginTimeout,
     ProtocolError,
 )
+from ._json import decode_like_go
 
 __all__ = ["PluginExecutor", "SpawnExecutor", "cni_env", "find_plugin"]
 
@@ -161,7 +162,8 @@ def _describe_status(returncode: int) -> str:
 
 
 def plugin_failure(stdout: bytes, stderr: bytes, returncode: int) -> PluginError:
-    """Turn a failed plugin run into the :class:`PluginError` it stands for (libcni's rules)."""
+    """Turn a failed plugin run into the [`PluginError`][cni_async.PluginError] it stands for
+    (libcni's rules)."""
     status = _describe_status(returncode)
     if not stdout:
         if stderr:
@@ -171,8 +173,8 @@ def plugin_failure(stdout: bytes, stderr: bytes, returncode: int) -> PluginError
             msg = f"netplugin failed with no error message: {status}"
         return PluginError(msg, stderr=stderr, returncode=returncode)
     try:
-        obj = _error_decoder.decode(stdout)
-    except (msgspec.DecodeError, RecursionError) as exc:
+        obj = decode_like_go(_error_decoder, stdout)
+    except msgspec.DecodeError as exc:
         shown = stdout[:512].decode("utf-8", "replace")
         return PluginError(
             f"netplugin failed ({status}) but its error message could not be parsed "
@@ -192,12 +194,16 @@ def plugin_failure(stdout: bytes, stderr: bytes, returncode: int) -> PluginError
 
 
 class SpawnExecutor:
-    """The default :class:`PluginExecutor`: each plugin in a session of its own.
+    """The default [`PluginExecutor`][cni_async.PluginExecutor]: each plugin in a session of its
+    own.
 
     :param max_output: the most stdout bytes accepted from a plugin; more is a ProtocolError
     :param kill_grace: seconds between SIGTERM and SIGKILL when a plugin must be stopped
     :param pipe_grace: seconds to wait for the output pipes to close after the plugin exited
     :param timeout: an optional limit on each plugin run, in seconds (raises PluginTimeout)
+    :param stderr_sink: called with the plugin's path and what it wrote to stderr (the last
+        16 KiB) after every run that wrote some and exited, successful or not (a command line
+        shows it, as cnitool does by letting plugins inherit its stderr)
     """
 
     def __init__(
@@ -207,11 +213,13 @@ class SpawnExecutor:
         kill_grace: float = 0.5,
         pipe_grace: float = 1.0,
         timeout: float | None = None,
+        stderr_sink: Callable[[str, bytes], None] | None = None,
     ) -> None:
         self.max_output = max_output
         self.kill_grace = kill_grace
         self.pipe_grace = pipe_grace
         self.timeout = timeout
+        self.stderr_sink = stderr_sink
 
     def find_plugin(self, plugin_type: str, bin_dirs: Sequence[str]) -> str:
         return find_plugin(plugin_type, bin_dirs)
@@ -254,6 +262,8 @@ class SpawnExecutor:
                     path=path,
                 ) from exc
             stdout, stderr, returncode = await run.wait()
+            if stderr and self.stderr_sink is not None:
+                self.stderr_sink(path, stderr)
             if returncode is None:
                 raise PluginError(
                     f"the exit status of {path} was lost: something else in this process reaped "
@@ -269,8 +279,16 @@ class SpawnExecutor:
 
 
 def _group_has_others(pgid: int) -> bool:
-    """Whether a process other than the group leader ``pgid`` is in process group ``pgid``."""
-    for name in os.listdir("/proc"):
+    """Whether a process other than the group leader ``pgid`` is in process group ``pgid``.
+
+    When ``/proc`` cannot be listed (out of descriptors, say) the answer is yes: the caller
+    then waits out its grace period and kills the group, rather than fail a cancellation.
+    """
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return True
+    for name in names:
         if not name.isdigit() or int(name) == pgid:
             continue
         try:
@@ -289,7 +307,7 @@ def _nonblocking(fd: int) -> None:
 
 
 class _PluginRun:
-    """One spawned plugin process; the constructor spawns it, :meth:`wait` collects it."""
+    """One spawned plugin process; the constructor spawns it, ``wait()`` collects it."""
 
     def __init__(
         self, path: str, stdin: bytes, env: Mapping[str, str], executor: SpawnExecutor

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from .support.cli import cli_command, cli_env, run_cli
 from .support.netns import Sandbox, addresses, node_plugins, require_real_plugins
 from .support.plugins import FakePlugin, write_conflist
 
@@ -18,22 +19,8 @@ from .support.plugins import FakePlugin, write_conflist
 def cli(
     dirs: dict[str, Path], *args: str, cwd: str | None = None, **env: str
 ) -> subprocess.CompletedProcess[str]:
-    environment = {
-        **os.environ,
-        "NETCONFPATH": str(dirs["conf"]),
-        "CNI_PATH": str(dirs["bin"]),
-        "CNI_CACHE_DIR": str(dirs["cache"]),
-        **env,
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "cni_async", *args],
-        capture_output=True,
-        text=True,
-        env=environment,
-        cwd=cwd,
-        timeout=60,
-        check=False,
-    )
+    """The installed console script (else ``python -m cni_async``) on ``dirs``."""
+    return run_cli(dirs, *args, cwd=cwd, **env)
 
 
 @pytest.fixture
@@ -109,9 +96,9 @@ def test_relative_netns_path_is_made_absolute(
 
 
 def test_watch_streams_events(dirs: dict[str, Path], fake: FakePlugin) -> None:
-    environment = {**os.environ, "NETCONFPATH": str(dirs["conf"]), "CNI_PATH": str(dirs["bin"])}
+    environment = cli_env(NETCONFPATH=str(dirs["conf"]), CNI_PATH=str(dirs["bin"]))
     with subprocess.Popen(
-        [sys.executable, "-m", "cni_async", "watch"],
+        [*cli_command(), "watch"],
         stdout=subprocess.PIPE,
         text=True,
         env=environment,
@@ -165,7 +152,7 @@ def test_pod_verbs_take_ocicnitools_arguments(
 
 def test_bench_needs_its_arguments_only() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "cni_async", "bench", "--help"],
+        [*cli_command(), "bench", "--help"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import threading
@@ -205,6 +206,30 @@ async def test_cancellation_stops_and_reaps(
     assert children() == []
     assert open_fds() == before
     assert _group_members(pid) == [] or all(wait_dead(p) for p in _group_members(pid))
+
+
+async def test_cancellation_survives_running_out_of_descriptors(
+    fake: FakePlugin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cancel path's walk of /proc needs a descriptor; without one the cancellation still
+    ends quietly and the plugin and its group are still killed."""
+    pidfile = tmp_path / "pids"
+    fake.on("ADD", sleep=60, grandchild=60, pidfile=str(pidfile))
+    real_listdir = os.listdir
+
+    def listdir(path: str) -> list[str]:
+        if path == "/proc":
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+        return real_listdir(path)
+
+    monkeypatch.setattr("cni_async._exec.os.listdir", listdir)
+    with anyio.move_on_after(0.5) as scope:
+        await run(fake, kill_grace=0.2)
+    monkeypatch.undo()  # os.listdir is the os module's: the checks below need it
+    assert scope.cancelled_caught
+    [pid] = [int(p) for p in pidfile.read_text().split()]
+    assert not alive(pid)
+    assert children() == []
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
