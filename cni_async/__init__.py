@@ -86,10 +86,12 @@ from ._observe import Observer as Observer
 from ._observe import OperationInfo as OperationInfo
 from ._observe import PluginRunInfo as PluginRunInfo
 from ._otel import OpenTelemetryObserver as OpenTelemetryObserver
+from ._otel_metrics import OpenTelemetryMetrics as OpenTelemetryMetrics
 from ._plugin import DEFAULT_BIN_DIR as DEFAULT_BIN_DIR
 from ._plugin import DEFAULT_CONF_DIR as DEFAULT_CONF_DIR
 from ._plugin import DEFAULT_INTERFACE_NAME as DEFAULT_INTERFACE_NAME
 from ._plugin import CNIPlugin as CNIPlugin
+from ._prometheus import PrometheusCollector as PrometheusCollector
 from ._results import DNS as DNS
 from ._results import Interface as Interface
 from ._results import Interface040 as Interface040
@@ -154,6 +156,8 @@ __all__ = (
     "Histogram",
     "DEFAULT_BUCKETS",
     "OpenTelemetryObserver",
+    "OpenTelemetryMetrics",
+    "PrometheusCollector",
     # the protocol engine
     "CNIEngine",
     "RuntimeConf",

@@ -110,6 +110,18 @@ def test_api_reference_covers_all() -> None:
         assert (f"::: cni_async.{name}\n" in page) == (name != "__version__")
 
 
+def test_a_sphinx_role_fails_the_docs_build() -> None:
+    """Cross-references are mkdocstrings' (links); a Sphinx role would render as plain code."""
+    from mkdocs.exceptions import PluginError
+
+    hooks = load("hooks", ROOT / "docs")
+    page = type("Page", (), {"file": type("File", (), {"src_path": "api.md"})()})()
+    html = "<p>see <code>x</code></p>"
+    assert hooks.on_page_content(html, page) == html
+    with pytest.raises(PluginError, match="Sphinx role"):
+        hooks.on_page_content("<p>see :class:<code>~cni_async.CNIPlugin</code></p>", page)
+
+
 @pytest.mark.anyio
 async def test_quickstart(dirs: dict[str, Path], net: Sandbox, fake: FakePlugin) -> None:
     quickstart = load("quickstart")
@@ -346,6 +358,8 @@ SCRIPT_RUNS = {
     "metrics": ({}, "set_up_pod               1 calls, 0 failed"),
     "observer": ({"SLOW": "0"}, "slow: ADD fa"),
     "tracing": ({}, '"name": "cni ADD fa"'),
+    "otel_metrics": ({}, '"name": "cni.operation.duration"'),
+    "prometheus": ({}, 'cni_async_operation_duration_seconds_count{operation="set_up_pod"} 1.0'),
 }
 
 
