@@ -1,4 +1,4 @@
-"""A blocking facade over :class:`~cni_async.CNIPlugin`, for callers without an event loop.
+"""A blocking facade over [`CNIPlugin`][cni_async.CNIPlugin], for callers without an event loop.
 
 It runs one event loop in a thread of its own (an anyio blocking portal) and forwards each call
 to it, so ocicni-style synchronous use works from any number of plain threads::
@@ -29,12 +29,12 @@ T = TypeVar("T")
 
 
 class BlockingCNIPlugin:
-    """:class:`~cni_async.CNIPlugin` for synchronous code; takes the same arguments.
+    """[`CNIPlugin`][cni_async.CNIPlugin] for synchronous code; takes the same arguments.
 
     Entering starts the event loop thread and the plugin (loading the configuration and
     watching it); leaving closes both. Every method blocks until the operation is done; a
     ``timeout`` (seconds) bounds it like Go's context deadline: the operation is cancelled (a
-    set-up is rolled back) and :class:`TimeoutError` is raised. Methods may be called from
+    set-up is rolled back) and ``TimeoutError`` is raised. Methods may be called from
     several threads at once; pods still run in parallel.
 
     :param backend: the anyio backend of the event loop thread (``"asyncio"`` or ``"trio"``)
@@ -120,27 +120,28 @@ class BlockingCNIPlugin:
         return self._plugin.config
 
     def set_up_pod(self, pod: PodNetwork, *, timeout: float | None = None) -> list[NetResult]:
-        """:meth:`CNIPlugin.set_up_pod <cni_async.CNIPlugin.set_up_pod>`, blocking."""
+        """[`CNIPlugin.set_up_pod`][cni_async.CNIPlugin.set_up_pod], blocking."""
         return self._run(self._plugin.set_up_pod, pod, timeout=timeout)
 
     def tear_down_pod(self, pod: PodNetwork, *, timeout: float | None = None) -> None:
-        """:meth:`CNIPlugin.tear_down_pod <cni_async.CNIPlugin.tear_down_pod>`, blocking."""
+        """[`CNIPlugin.tear_down_pod`][cni_async.CNIPlugin.tear_down_pod], blocking."""
         self._run(self._plugin.tear_down_pod, pod, timeout=timeout)
 
     def get_pod_network_status(
         self, pod: PodNetwork, *, timeout: float | None = None
     ) -> list[NetResult]:
-        """:meth:`CNIPlugin.get_pod_network_status`, blocking."""
+        """[`CNIPlugin.get_pod_network_status`][cni_async.CNIPlugin.get_pod_network_status],
+        blocking."""
         return self._run(self._plugin.get_pod_network_status, pod, timeout=timeout)
 
     def status(self, *, timeout: float | None = None) -> None:
-        """:meth:`CNIPlugin.status <cni_async.CNIPlugin.status>`, blocking."""
+        """[`CNIPlugin.status`][cni_async.CNIPlugin.status], blocking."""
         self._run(self._plugin.status, timeout=timeout)
 
     def gc(self, valid_pods: Iterable[PodNetwork], *, timeout: float | None = None) -> None:
-        """:meth:`CNIPlugin.gc <cni_async.CNIPlugin.gc>`, blocking."""
+        """[`CNIPlugin.gc`][cni_async.CNIPlugin.gc], blocking."""
         self._run(self._plugin.gc, list(valid_pods), timeout=timeout)
 
     def reload(self, *, timeout: float | None = None) -> ConfigSnapshot:
-        """:meth:`CNIPlugin.reload <cni_async.CNIPlugin.reload>`, blocking."""
+        """[`CNIPlugin.reload`][cni_async.CNIPlugin.reload], blocking."""
         return self._run(self._plugin.reload, timeout=timeout)

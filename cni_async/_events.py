@@ -186,7 +186,7 @@ def diff_snapshots(
 class EventSubscription:
     """One subscriber's events: an async iterator, and an async context manager that ends it.
 
-    Iteration ends when the subscription or its :class:`~cni_async.CNIPlugin` is closed.
+    Iteration ends when the subscription or its [`CNIPlugin`][cni_async.CNIPlugin] is closed.
     """
 
     def __init__(self, hub: EventHub, capacity: int) -> None:
@@ -237,7 +237,7 @@ class EventHub:
         self._closed = False
 
     def subscribe(self, initial: Sequence[ConfigEvent] = ()) -> EventSubscription:
-        """A new subscription that first receives ``initial``; after :meth:`close`, one whose
+        """A new subscription that first receives ``initial``; after ``close()``, one whose
         iteration ends once it has."""
         subscription = EventSubscription(self, max(self.capacity, len(initial)))
         for event in initial:

@@ -45,7 +45,8 @@ DEFAULT_BUCKETS: Final[tuple[float, ...]] = (
     30.0,
     60.0,
 )
-"""Upper bounds, in seconds, of the latency buckets :class:`Metrics` uses by default."""
+"""Upper bounds, in seconds, of the latency buckets [`Metrics`][cni_async.Metrics] uses by
+default."""
 
 
 class Histogram(msgspec.Struct, frozen=True):
@@ -73,9 +74,9 @@ class Histogram(msgspec.Struct, frozen=True):
 class OperationStats(msgspec.Struct, frozen=True):
     """Calls of one pod-API method.
 
-    :ivar kind: the method (:attr:`OperationInfo.kind`)
+    :ivar kind: the method ([`OperationInfo.kind`][cni_async.OperationInfo])
     :ivar count: calls finished
-    :ivar failed: calls that raised a :class:`~cni_async.CNIError` (or another exception)
+    :ivar failed: calls that raised a [`CNIError`][cni_async.CNIError] (or another exception)
     :ivar cancelled: calls that were cancelled
     :ivar in_flight: calls running now
     :ivar latency: the time finished calls took, failed and cancelled ones included
@@ -128,8 +129,8 @@ class ErrorCount(msgspec.Struct, frozen=True):
 
 
 class MetricsSnapshot(msgspec.Struct, frozen=True):
-    """Everything :class:`Metrics` counted, at one moment; ``msgspec.json.encode`` turns it
-    into JSON for an exporter.
+    """Everything [`Metrics`][cni_async.Metrics] counted, at one moment; ``msgspec.json.encode``
+    turns it into JSON for an exporter.
 
     :ivar operations: by method, sorted by name
     :ivar plugin_runs: by verb and plugin, sorted
@@ -172,11 +173,12 @@ class _Timings:
 
 
 class Metrics(Observer):
-    """An observer that counts and times what the library does; read it with :meth:`snapshot`.
+    """An observer that counts and times what the library does; read it with
+    [`snapshot`][cni_async.Metrics.snapshot].
 
-    Pass it to :class:`~cni_async.CNIPlugin` (``observers=[metrics]``) and export
-    :meth:`snapshot` however your runtime exports metrics. :meth:`snapshot` may be called from
-    any thread.
+    Pass it to [`CNIPlugin`][cni_async.CNIPlugin] (``observers=[metrics]``) and export
+    [`snapshot`][cni_async.Metrics.snapshot] however your runtime exports metrics.
+    [`snapshot`][cni_async.Metrics.snapshot] may be called from any thread.
 
     :param buckets: the latency buckets' upper bounds in seconds, ascending
     """

@@ -1,10 +1,10 @@
 """Observers: what a runtime can see of the library's operations, plugin runs and reloads.
 
-An :class:`Observer` is handed to :class:`~cni_async.CNIPlugin` (or :class:`~cni_async.CNIEngine`)
-and told about every pod operation, every plugin process, every rollback and every reload.
-:class:`~cni_async.Metrics` is one that counts and times everything in memory;
-:class:`~cni_async.OpenTelemetryObserver` turns the same calls into spans. Observers run in the
-event loop's thread, inside the operation: they must not block.
+An [`Observer`][cni_async.Observer] is handed to [`CNIPlugin`][cni_async.CNIPlugin] (or
+[`CNIEngine`][cni_async.CNIEngine]) and told about every pod operation, every plugin process, every
+rollback and every reload. [`Metrics`][cni_async.Metrics] is one that counts and times everything in
+memory; [`OpenTelemetryObserver`][cni_async.OpenTelemetryObserver] turns the same calls into spans.
+Observers run in the event loop's thread, inside the operation: they must not block.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ class Observer:
     """Base class of observers; override what you need, the defaults do nothing.
 
     The two context-manager methods wrap their operation: the block raises whatever the
-    operation raised (a :class:`~cni_async.CNIError`, or the backend's cancellation exception
+    operation raised (a [`CNIError`][cni_async.CNIError], or the backend's cancellation exception
     when it was cancelled), so a ``@contextmanager`` generator sees it with ``try``/``except``
     around its ``yield``. An observer cannot swallow an exception or change a result, and an
     exception an observer raises itself is logged (``cni_async.observe``) and otherwise ignored.

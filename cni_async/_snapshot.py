@@ -1,4 +1,4 @@
-"""Immutable configuration snapshots: what a :class:`~cni_async.CNIPlugin` operation works on.
+"""Immutable configuration snapshots: what a [`CNIPlugin`][cni_async.CNIPlugin] operation works on.
 
 A snapshot is built from the configuration directory without taking any lock that pod operations
 hold; a reload swaps the reference. Each network is validated as ocicni does (every plugin exists

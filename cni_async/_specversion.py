@@ -76,7 +76,7 @@ def version_at_least(version: str, minimum: str) -> bool:
 
 
 def version_at_least_or_false(version: str, minimum: str) -> bool:
-    """Like :func:`version_at_least`, but an unparsable version counts as "no" (GC/STATUS gates)."""
+    """Like ``version_at_least()``, but an unparsable version counts as "no" (GC/STATUS gates)."""
     try:
         return version_at_least(version, minimum)
     except VersionError:
@@ -86,9 +86,9 @@ def version_at_least_or_false(version: str, minimum: str) -> bool:
 def select_cni_version(cni_version: str, cni_versions: Iterable[str] | None) -> str:
     """The version a configuration list runs at, given ``cniVersion`` and ``cniVersions``.
 
-    With a ``cniVersions`` array, the highest entry not newer than :data:`CURRENT_VERSION` wins
-    (``cniVersion`` takes part too when it is set and not too new); with none left, or without the
-    array, ``cniVersion`` is used as written.
+    With a ``cniVersions`` array, the highest entry not newer than
+    [`CURRENT_VERSION`][cni_async.CURRENT_VERSION] wins (``cniVersion`` takes part too when it is
+    set and not too new); with none left, or without the array, ``cniVersion`` is used as written.
 
     :raises VersionError: if an entry of ``cniVersions``, or ``cniVersion`` when the array is
         present, is not a valid version

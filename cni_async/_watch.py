@@ -1,16 +1,16 @@
 """Watching the configuration and plugin directories: inotify as an async iterator.
 
-:class:`ConfigWatcher` waits on the inotify file descriptor with :func:`anyio.wait_readable`
-(so it works on asyncio and on trio), coalesces a burst of changes into one reload, builds a
-new snapshot and yields the :mod:`events <cni_async._events>` that lead to it. It watches the
-configuration directory, every plugin directory and the plugin sub-directories of the loaded
-lists; a watched directory that is deleted is re-armed when it comes back (through a watch on
+[`ConfigWatcher`][cni_async.ConfigWatcher] waits on the inotify file descriptor with
+``anyio.wait_readable()`` (so it works on asyncio and on trio), coalesces a burst of changes into
+one reload, builds a new snapshot and yields the [events][cni_async.ConfigEvent] that lead to it. It
+watches the configuration directory, every plugin directory and the plugin sub-directories of the
+loaded lists; a watched directory that is deleted is re-armed when it comes back (through a watch on
 its nearest existing parent); a queue overflow triggers a full rescan; and when inotify cannot be
 used at all it degrades to polling, and says so.
 
-It starts no task of its own: all the work happens inside ``__anext__``, in the task that
-iterates, and leaving ``async with`` (or :meth:`ConfigWatcher.aclose`) releases the inotify
-instance and its watches.
+It starts no task of its own: all the work happens inside ``__anext__``, in the task that iterates,
+and leaving ``async with`` (or [`ConfigWatcher.aclose`][cni_async.ConfigWatcher.aclose]) releases
+the inotify instance and its watches.
 """
 
 from __future__ import annotations
@@ -58,14 +58,15 @@ _PARENT_MASK: Final = Mask.CREATE | Mask.MOVED_TO | Mask.DELETE_SELF | Mask.MOVE
 
 
 class ConfigWatcher:
-    """An async iterator of :data:`ConfigEvent`\\ s for a configuration directory.
+    """An async iterator of [`ConfigEvent`][cni_async.ConfigEvent]s for a configuration directory.
 
     Use it as an async context manager; iterating waits for the next change. The first
     iteration yields the initial state (every network as added, the default, readiness).
 
     :param conf_dir: the configuration directory
     :param bin_dirs: the plugin directories
-    :param build: how to build a snapshot (see :func:`watch_config` for a ready-made one)
+    :param build: how to build a snapshot (see [`watch_config`][cni_async.watch_config] for a
+        ready-made one)
     :param debounce: seconds of quiet that end a burst of changes (one reload per burst)
     :param max_delay: the longest a reload waits for a burst to end, in seconds
     :param poll_interval: seconds between scans when polling
@@ -118,8 +119,8 @@ class ConfigWatcher:
     async def start(self, *, initial_events: bool = True) -> None:
         """Open inotify (or fall back to polling) and build the first snapshot.
 
-        With ``initial_events=False`` the initial state is not yielded as events (for a caller
-        that reads :attr:`snapshot` directly); a :class:`WatcherDegraded` still is.
+        With ``initial_events=False`` the initial state is not yielded as events (for a caller that
+        reads ``snapshot`` directly); a [`WatcherDegraded`][cni_async.WatcherDegraded] still is.
 
         :raises ConfigError: if the first snapshot cannot be built (an unreadable directory)
         """
@@ -354,7 +355,7 @@ def watch_config(
     poll_interval: float = 2.0,
     use_inotify: bool = True,
 ) -> ConfigWatcher:
-    """Watch a configuration directory on its own, without a :class:`~cni_async.CNIPlugin`.
+    """Watch a configuration directory on its own, without a [`CNIPlugin`][cni_async.CNIPlugin].
 
     ::
 
@@ -362,7 +363,7 @@ def watch_config(
             async for event in events:
                 print(event)
 
-    Networks are validated as :class:`~cni_async.CNIPlugin` does (VERSION answers cached per
+    Networks are validated as [`CNIPlugin`][cni_async.CNIPlugin] does (VERSION answers cached per
     plugin binary).
     """
     engine = CNIEngine(bin_dirs)

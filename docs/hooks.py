@@ -3,8 +3,10 @@
 - The API reference follows ``cni_async.__all__``: the marker in ``api.md`` becomes one
   section per comment group of ``__all__`` and one mkdocstrings entry per name, so a name added
   to the package appears in the reference without editing the page.
-- Docstrings are written with Sphinx roles (``:class:`~cni_async.CNIPlugin```); mkdocstrings
-  leaves the role name in front of the code span, and this removes it (and a leading ``~``).
+- Docstrings cross-reference with mkdocstrings' syntax (``[`CNIPlugin`][cni_async.CNIPlugin]``),
+  which renders as a link and fails the strict build when the target is not in the reference.
+  A Sphinx role (``:class:`~cni_async.CNIPlugin```) would render as its role name in front of a
+  code span, not as a link: one that reaches a page fails the build.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import ast
 import re
 from pathlib import Path
 from typing import Any
+
+from mkdocs.exceptions import PluginError
 
 API_MARKER = "<!-- api-reference -->"
 INIT = Path(__file__).resolve().parents[1] / "cni_async" / "__init__.py"
@@ -63,4 +67,10 @@ def on_page_markdown(markdown: str, page: Any, **kwargs: Any) -> str:
 
 
 def on_page_content(html: str, page: Any, **kwargs: Any) -> str:
-    return _ROLE.sub(r"<code>\1</code>", html)
+    role = _ROLE.search(html)
+    if role is not None:
+        raise PluginError(
+            f"{page.file.src_path}: a Sphinx role renders as code, not a link: {role.group(0)!r};"
+            " write [`Name`][cni_async.Name] instead"
+        )
+    return html
