@@ -2,12 +2,13 @@ r"""Which networks a pod operation touches, under which names, with which parame
 
 Pure planning, no I/O: resolving a pod's networks against a configuration snapshot, assigning
 interface names, building each attachment's runtime parameters, and turning results into
-:class:`~cni_async.NetResult`\ s.
+[`NetResult`][cni_async.NetResult]s.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import re
 from collections.abc import Sequence
@@ -21,10 +22,18 @@ from ._config import NetworkConfigList
 from ._engine import RuntimeConf
 from ._errors import ERR_INVALID_ENVIRONMENT_VARIABLES, CNIError, InvalidArgument, NetworkNotFound
 from ._models import NetAttachment, PodNetwork, capability_args
+from ._netns import host_namespace
 from ._results import Result, Result100, convert_result
 from ._snapshot import ConfigSnapshot
 from ._specversion import CURRENT_VERSION
-from ._validation import validate_cni_args, validate_ifname
+from ._validation import (
+    validate_capability_args,
+    validate_cni_args,
+    validate_ifname,
+    validate_netns,
+)
+
+logger = logging.getLogger("cni_async")
 
 DEFAULT_INTERFACE_NAME: Final = "eth0"
 _MAC: Final = re.compile(r"[0-9a-fA-F]{2}([:-])[0-9a-fA-F]{2}(\1[0-9a-fA-F]{2}){4}")
@@ -45,7 +54,7 @@ def runtime_conf(
 
     CNI_ARGS: ``IgnoreUnknown=1``, the four ``K8S_POD_*`` keys, ``IP=``/``MAC=`` from the
     pod's runtime config (validated), then ``extra_args``; capability arguments as
-    :func:`~cni_async._models.capability_args` builds them.
+    ``capability_args()`` builds them.
 
     :raises InvalidArgument: a static IP or MAC is malformed, or an argument cannot be sent
     """
@@ -79,12 +88,11 @@ def runtime_conf(
         args.append(("MAC", rc.mac))
     args.extend(extra_args)
     validate_cni_args(args)
+    validate_netns(netns)
+    caps = capability_args(network, pod)
+    validate_capability_args(caps)
     return RuntimeConf(
-        container_id=pod.id,
-        netns=netns,
-        ifname=ifname,
-        args=tuple(args),
-        capability_args=capability_args(network, pod),
+        container_id=pod.id, netns=netns, ifname=ifname, args=tuple(args), capability_args=caps
     )
 
 
@@ -155,10 +163,21 @@ def plan_networks(
     return plan
 
 
-async def existing_netns(netns: str) -> str:
-    """``netns`` if that namespace still exists, else ``""`` (DEL accepts an empty CNI_NETNS)."""
+async def existing_netns(netns: str, *, allow_host: bool = False) -> str:
+    """``netns`` if that namespace still exists, else ``""`` (DEL accepts an empty CNI_NETNS).
+
+    The runtime's own namespace and PID 1's are ``""`` too (unless ``allow_host``): a DEL there
+    could delete the host's interface, while an empty ``CNI_NETNS`` still releases the IPAM.
+    """
     await anyio.lowlevel.checkpoint()
-    return netns if netns and _exists(netns) else ""
+    if not netns or not _exists(netns):
+        return ""
+    if not allow_host and (who := host_namespace(netns)) is not None:
+        logger.warning(
+            "%s is %s network namespace, not a pod's: DEL gets an empty CNI_NETNS", netns, who
+        )
+        return ""
+    return netns
 
 
 def _exists(path: str) -> bool:

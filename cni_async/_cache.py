@@ -11,7 +11,7 @@ one; and the three names are validated before any path is built, on every operat
 
 from __future__ import annotations
 
-import functools
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -21,10 +21,14 @@ import anyio
 import msgspec
 
 from ._errors import CacheError, InvalidArgument
-from ._groupcommit import GroupCommit, unlink_quietly
+from ._files import read_regular_file
+from ._groupcommit import GroupCommit, check_own_directory, unlink_quietly
+from ._json import decode_like_go
 from ._validation import validate_attachment, validate_container_id
 
 __all__ = ["CACHE_KIND", "DEFAULT_CACHE_DIR", "INTENT_KIND", "CacheEntry", "Intent", "ResultCache"]
+
+logger = logging.getLogger("cni_async")
 
 CACHE_KIND: Final = "cniCacheV1"
 _STALE_AFTER: Final = 60.0  # seconds: a temporary of a process that is gone
@@ -33,7 +37,12 @@ DEFAULT_CACHE_DIR: Final = "/var/lib/cni"
 
 
 class CacheEntry(msgspec.Struct, omit_defaults=True, kw_only=True):
-    """One cached attachment, field for field as libcni writes it (and in its key order)."""
+    """One cached attachment, field for field as libcni writes it (and in its key order).
+
+    ``owner`` is ours: the ``owner`` of the [`CNIPlugin`][cni_async.CNIPlugin] that made the
+    attachment, written only when one is set. libcni ignores the field (Go's decoder skips
+    unknown keys), and its entries have none.
+    """
 
     kind: str = ""
     container_id: str = msgspec.field(default="", name="containerId")
@@ -44,6 +53,7 @@ class CacheEntry(msgspec.Struct, omit_defaults=True, kw_only=True):
     cni_args: list[tuple[str, str]] = msgspec.field(default_factory=list, name="cniArgs")
     capability_args: dict[str, Any] = msgspec.field(default_factory=dict, name="capabilityArgs")
     result: dict[str, Any] | None = None
+    owner: str = msgspec.field(default="", name="cniAsyncOwner")
 
 
 INTENT_KIND: Final = "cniAsyncIntentV1"
@@ -70,8 +80,8 @@ _intent_decoder: Final = msgspec.json.Decoder(Intent)
 def decode_entry(data: bytes) -> CacheEntry | None:
     """Decode a cache file; ``None`` if it is not a ``cniCacheV1`` entry (legacy or garbage)."""
     try:
-        entry = _decoder.decode(data)
-    except (msgspec.DecodeError, RecursionError):
+        entry = decode_like_go(_decoder, data)
+    except msgspec.DecodeError:
         return None
     return entry if entry.kind == CACHE_KIND else None
 
@@ -80,14 +90,16 @@ class ResultCache:
     """The cache under ``cache_dir`` (``/var/lib/cni`` by default, as libcni).
 
     Every method validates the container ID, network name and interface name first
-    (:class:`~cni_async.InvalidArgument`), so a path outside ``<cache_dir>/results`` is never
-    touched. The fsync'd write runs in a worker thread; reads, listings and unlinks of these
-    small local files run inline, where a thread hop would cost more than the call (libcni
-    does all of it synchronously).
+    ([`InvalidArgument`][cni_async.InvalidArgument]), so a path outside ``<cache_dir>/results`` is
+    never touched. The fsync'd write runs in a worker thread; reads, listings and unlinks of these
+    small local files run inline, where a thread hop would cost more than the call (libcni does all
+    of it synchronously).
     """
 
-    def __init__(self, cache_dir: str | None = None) -> None:
+    def __init__(self, cache_dir: str | None = None, *, owner: str = "") -> None:
         self.cache_dir = cache_dir or DEFAULT_CACHE_DIR
+        # Stamped on every entry and intent record written (see CacheEntry.owner).
+        self.owner = owner
         self.results_dir = os.path.join(self.cache_dir, "results")
         self.tmp_dir = os.path.join(self.cache_dir, "cni_async-tmp")
         self.intents_dir = os.path.join(self.cache_dir, "cni_async-intents")
@@ -95,6 +107,19 @@ class ResultCache:
         # serves under its RTNL lock, held for milliseconds by bridge plugins.
         self._intents = GroupCommit(self.tmp_dir, batch=False)
         self._results = GroupCommit(self.tmp_dir)
+        self._refused: set[str] = set()
+
+    def _trusted(self, directory: str) -> bool:
+        """Whether ``directory`` may be read, listed and deleted from: missing, or a real
+        directory of ours (writes are refused by the group commit with a ``CacheError``)."""
+        try:
+            check_own_directory(directory)
+        except OSError as exc:
+            if directory not in self._refused:  # once per directory, not on every call
+                self._refused.add(directory)
+                logger.warning("ignoring cache directory %s: %s", directory, exc.strerror)
+            return False
+        return True
 
     def path(self, network: str, container_id: str, ifname: str) -> str:
         """The entry's path; validates the three names first."""
@@ -105,7 +130,7 @@ class ResultCache:
         """The raw bytes of an entry, or ``None`` when there is none (or it cannot be read)."""
         path = self.path(network, container_id, ifname)
         await anyio.lowlevel.checkpoint()
-        return _read_or_none(path)
+        return _read_or_none(path) if self._trusted(self.results_dir) else None
 
     async def write(self, entry: CacheEntry, *, then: Callable[[], None] | None = None) -> None:
         """Write ``entry`` atomically, replacing any previous entry for the same attachment.
@@ -118,6 +143,7 @@ class ResultCache:
         :raises CacheError: if the entry could not be written
         """
         entry.kind = CACHE_KIND
+        entry.owner = self.owner
         path = self.path(entry.network_name, entry.container_id, entry.if_name)
         await self._results.write(
             self.results_dir, path, _encoder.encode(entry), network=entry.network_name, after=then
@@ -147,6 +173,7 @@ class ResultCache:
         """
         for entry in attachments:
             validate_attachment(entry.container_id, entry.network_name, entry.if_name)
+            entry.owner = entry.owner or self.owner
         path = self.intent_path(container_id)
         intent = Intent(kind=INTENT_KIND, container_id=container_id, attachments=attachments)
         await self._intents.write(self.intents_dir, path, _encoder.encode(intent), before=before)
@@ -155,6 +182,8 @@ class ResultCache:
         """The attachments an unfinished set-up of ``container_id`` recorded (or none)."""
         path = self.intent_path(container_id)
         await anyio.lowlevel.checkpoint()
+        if not self._trusted(self.intents_dir):
+            return []
         return self._decode_intent(path, container_id)
 
     async def remove_intent(self, container_id: str) -> None:
@@ -164,13 +193,21 @@ class ResultCache:
         remove()
 
     def intent_remover(self, container_id: str) -> Callable[[], None]:
-        """:meth:`remove_intent` as a blocking function that never fails, for a worker thread
+        """``remove_intent()`` as a blocking function that never fails, for a worker thread
         that has other work to do too."""
-        return functools.partial(unlink_quietly, self.intent_path(container_id))
+        path = self.intent_path(container_id)
+
+        def remove() -> None:
+            if self._trusted(self.intents_dir):
+                unlink_quietly(path)
+
+        return remove
 
     async def intents(self) -> dict[str, list[CacheEntry]]:
         """Every recorded intent, by container ID."""
         await anyio.lowlevel.checkpoint()
+        if not self._trusted(self.intents_dir):
+            return {}
         try:
             names = sorted(os.listdir(self.intents_dir))
         except OSError:
@@ -192,8 +229,8 @@ class ResultCache:
         if data is None:
             return []
         try:
-            intent = _intent_decoder.decode(data)
-        except (msgspec.DecodeError, RecursionError):
+            intent = decode_like_go(_intent_decoder, data)
+        except msgspec.DecodeError:
             return []
         if intent.kind != INTENT_KIND or intent.container_id != container_id:
             return []
@@ -219,6 +256,8 @@ class ResultCache:
         namespaces (whose PIDs mean nothing here); the hour covers a writer whose PID came back
         (a runtime that is PID 1 of its container, restarted).
         """
+        if not self._trusted(self.tmp_dir):
+            return
         try:
             names = os.listdir(self.tmp_dir)
         except OSError:
@@ -239,7 +278,8 @@ class ResultCache:
         """Remove an entry; a missing one is not an error."""
         path = self.path(network, container_id, ifname)
         await anyio.lowlevel.checkpoint()
-        unlink_quietly(path)
+        if self._trusted(self.results_dir):
+            unlink_quietly(path)
 
     async def attachments(self, container_id: str | None = None) -> list[CacheEntry]:
         """Every valid entry, sorted by file name; only ``container_id``'s when it is given.
@@ -251,6 +291,13 @@ class ResultCache:
         return self._scan(container_id)
 
     def _scan(self, container_id: str | None) -> list[CacheEntry]:
+        try:
+            check_own_directory(self.results_dir)
+        except OSError as exc:  # an empty answer would let GC look as if it had done its work
+            raise CacheError(
+                f"refusing to list cache directory {self.results_dir}: {exc.strerror}",
+                path=self.results_dir,
+            ) from exc
         try:
             names = sorted(os.listdir(self.results_dir))
         except FileNotFoundError:
@@ -282,7 +329,6 @@ class ResultCache:
 
 def _read_or_none(path: str) -> bytes | None:
     try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError:
+        return read_regular_file(path)
+    except OSError:  # missing, unreadable, or a FIFO or device named like an entry
         return None

@@ -10,7 +10,6 @@ every file is loaded on its own, so one bad file never hides the good ones.
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -19,6 +18,7 @@ import anyio.to_thread
 import msgspec
 
 from ._errors import ConfigError, NetworkNotFound, VersionError
+from ._files import NotARegularFile, read_regular_file
 from ._specversion import select_cni_version
 
 __all__ = [
@@ -197,8 +197,9 @@ def _plugin_from_object(obj: object, data: bytes | None, path: str | None) -> Pl
 def parse_plugin_config(data: bytes, *, path: str | None = None) -> PluginConfig:
     """Parse one plugin configuration object (a ``.conf`` file, or one element of ``plugins``).
 
-    Unknown keys are kept (in :attr:`PluginConfig.config` and :attr:`PluginConfig.bytes`); the
-    known ones must have their JSON type, ``null`` counting as absent.
+    Unknown keys are kept (in [`PluginConfig.config`][cni_async.PluginConfig] and
+    [`PluginConfig.bytes`][cni_async.PluginConfig]); the known ones must have their JSON type,
+    ``null`` counting as absent.
 
     :param data: the JSON bytes
     :param path: the file the bytes came from, named in errors
@@ -252,8 +253,8 @@ def parse_conflist(data: bytes, *, path: str | None = None) -> NetworkConfigList
     """Parse a network configuration list (``.conflist``), without its plugin sub-directory.
 
     A list without a ``plugins`` key parses to zero plugins (the sub-directory may supply them;
-    :func:`load_conflist_file` rejects a list that stays empty). Each plugin's bytes are its
-    object re-encoded with sorted keys; the list keeps ``data`` verbatim.
+    [`load_conflist_file`][cni_async.load_conflist_file] rejects a list that stays empty). Each
+    plugin's bytes are its object re-encoded with sorted keys; the list keeps ``data`` verbatim.
 
     :param data: the JSON bytes
     :param path: the file the bytes came from, named in errors
@@ -313,12 +314,12 @@ def _up_convert(conf: PluginConfig, name: str) -> NetworkConfigList:
     # libcni encodes this object and parses it again as a list; that parse cannot fail, so the
     # list is built directly (the plugin keeps its own bytes).
     synthesised = {"cniVersion": conf.cni_version, "name": name, "plugins": [conf.config]}
+    try:
+        data = _encoder.encode(synthesised)
+    except RecursionError as exc:  # decodable, but two levels deeper once wrapped in a list
+        raise ConfigError("nested too deeply to make a list of", path=conf.path) from exc
     return NetworkConfigList(
-        name=name,
-        cni_version=conf.cni_version,
-        plugins=(conf,),
-        bytes=_encoder.encode(synthesised),
-        path=conf.path,
+        name=name, cni_version=conf.cni_version, plugins=(conf,), bytes=data, path=conf.path
     )
 
 
@@ -328,6 +329,8 @@ def conflist_from_plugin(conf: PluginConfig) -> NetworkConfigList:
     The list takes the plugin's ``name`` and ``cniVersion`` (``""`` when absent) and its bytes
     are the synthesised list ``{"cniVersion":…,"name":…,"plugins":[…]}``. List-level options
     written in the plugin object (``disableCheck``, ``cniVersions``, ...) are not hoisted.
+
+    :raises ConfigError: the object is nested too deeply to be encoded inside a list
     """
     return _up_convert(conf, conf.name)
 
@@ -340,13 +343,9 @@ def _extension(name: str) -> str:
 
 def _read_file(path: str) -> bytes:
     try:
-        # Non-blocking open and regular files only: a FIFO named *.conf would otherwise hang
-        # the reload (in a thread that no cancellation can stop) until something writes to it.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        with open(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise ConfigError("not a regular file", path=path)
-            return f.read()
+        return read_regular_file(path)
+    except NotARegularFile as exc:
+        raise ConfigError("not a regular file", path=path) from exc
     except OSError as exc:
         raise ConfigError(f"error reading file: {exc.strerror or exc}", path=path) from exc
 
@@ -441,8 +440,9 @@ def _single_conf(data: bytes, path: str) -> NetworkConfigList:
 
 async def load_config_file(path: str) -> NetworkConfigList:
     """Load one network file, by its extension: a ``.conflist`` list (see
-    :func:`load_conflist_file`), or a ``.conf``/``.json`` single plugin, up-converted to a list
-    named after the plugin's ``name`` or, when that is empty, the file's name (as ocicni).
+    [`load_conflist_file`][cni_async.load_conflist_file]), or a ``.conf``/``.json`` single plugin,
+    up-converted to a list named after the plugin's ``name`` or, when that is empty, the file's name
+    (as ocicni).
 
     :raises ConfigError: if the extension is not one of these, or the file cannot be read or
         parsed
@@ -512,9 +512,10 @@ async def load_config_dir(conf_dir: str) -> ConfigDirectory:
 
     Files are taken in bytewise order of their full paths; directories are skipped and symbolic
     links read as files. Each file loads independently: a bad one is recorded in
-    :attr:`ConfigDirectory.invalid` and the others still load. A network name already used by an
-    earlier file is recorded as invalid too. The directory, and each plugin sub-directory, is
-    read in one worker thread call; cancellation takes effect once the current one returns.
+    [`ConfigDirectory.invalid`][cni_async.ConfigDirectory] and the others still load. A network name
+    already used by an earlier file is recorded as invalid too. The directory, and each plugin
+    sub-directory, is read in one worker thread call; cancellation takes effect once the current one
+    returns.
 
     :return: the snapshot; a missing directory gives an empty one
     :raises ConfigError: if the directory exists but cannot be listed
@@ -614,7 +615,7 @@ def gc_stdin(
     ``name`` and ``cniVersion`` are the list's. ``valid_attachments`` (``(container_id, ifname)``
     pairs) is sent under both ``cni.dev/valid-attachments`` and its alias ``cni.dev/attachments``
     as ``{"containerID": …, "ifname": …}`` objects; ``None`` sends ``null`` (libcni's ``GCArgs``
-    with a nil list) and :data:`msgspec.UNSET` leaves both keys out (libcni's nil ``GCArgs``).
+    with a nil list) and ``msgspec.UNSET`` leaves both keys out (libcni's nil ``GCArgs``).
     """
     obj = _base_stdin(netlist, plugin)
     if valid_attachments is not msgspec.UNSET:

@@ -1,9 +1,9 @@
 """The protocol engine: plugin chains for ADD, CHECK, DEL, STATUS, GC and VERSION.
 
-:class:`CNIEngine` plays the part of libcni's ``CNIConfig`` for one set of plugin directories and
-one cache directory. It holds no per-pod state and takes no locks: the caller serialises
-operations on one attachment (SPEC "Lifecycle & Ordering"), exactly as with libcni. It never rolls
-back on its own either; :class:`~cni_async.CNIPlugin` does that on top of it.
+[`CNIEngine`][cni_async.CNIEngine] plays the part of libcni's ``CNIConfig`` for one set of plugin
+directories and one cache directory. It holds no per-pod state and takes no locks: the caller
+serialises operations on one attachment (SPEC "Lifecycle & Ordering"), exactly as with libcni. It
+never rolls back on its own either; [`CNIPlugin`][cni_async.CNIPlugin] does that on top of it.
 """
 
 from __future__ import annotations
@@ -33,13 +33,16 @@ from ._errors import (
     VersionError,
 )
 from ._exec import PluginExecutor, SpawnExecutor, cni_env
+from ._json import decode_like_go
 from ._observe import Observer, Observers, PluginRunInfo, observed_env
 from ._results import Result, convert_result, parse_result, result_from_builtins, result_to_builtins
 from ._specversion import CURRENT_VERSION, version_at_least, version_at_least_or_false
 from ._validation import (
     validate_attachment,
+    validate_capability_args,
     validate_cni_args,
     validate_container_id,
+    validate_netns,
     validate_network_name,
 )
 
@@ -101,17 +104,20 @@ class CNIEngine:
 
     :param bin_dirs: the directories searched for plugin binaries, in order (``CNI_PATH``)
     :param cache_dir: the cache directory (``/var/lib/cni`` by default, as libcni)
-    :param executor: how plugins are run (:class:`SpawnExecutor` by default)
+    :param executor: how plugins are run ([`SpawnExecutor`][cni_async.SpawnExecutor] by default)
     :param inherit_env: names of variables copied from this process's environment into every
         plugin's environment (only ``PATH`` by default; libcni passes everything)
     :param extra_env: further variables for every plugin's environment
     :param max_concurrent_execs: a limit on plugin processes running at once (at least 1), or
         ``None``; VERSION probes, which configuration loads make, do not count against it
     :param timeouts: the longest each verb's plugin may run, in seconds, by verb (``"ADD"``,
-        ``"VERSION"``, ...); a plugin that runs longer is stopped and :class:`PluginTimeout`
-        raised. Missing verbs use :data:`DEFAULT_TIMEOUTS`; ``None`` means no limit. The
-        caller's own cancel scopes apply as well.
-    :param observers: told about every plugin run (see :class:`Observer`)
+        ``"VERSION"``, ...); a plugin that runs longer is stopped and
+        [`PluginTimeout`][cni_async.PluginTimeout] raised. Missing verbs use
+        [`DEFAULT_TIMEOUTS`][cni_async.DEFAULT_TIMEOUTS]; ``None`` means no limit. The caller's own
+        cancel scopes apply as well.
+    :param observers: told about every plugin run (see [`Observer`][cni_async.Observer])
+    :param owner: written into every cache entry this engine makes (see ``CNIPlugin``'s
+        ``owner``)
     """
 
     def __init__(
@@ -125,10 +131,11 @@ class CNIEngine:
         max_concurrent_execs: int | None = None,
         timeouts: Mapping[str, float | None] | None = None,
         observers: Sequence[Observer] = (),
+        owner: str = "",
     ) -> None:
         self.bin_dirs = tuple(bin_dirs)
         self.timeouts: dict[str, float | None] = {**DEFAULT_TIMEOUTS, **(timeouts or {})}
-        self.cache = ResultCache(cache_dir)
+        self.cache = ResultCache(cache_dir, owner=owner)
         self.executor: PluginExecutor = executor or SpawnExecutor()
         base = {k: os.environ[k] for k in inherit_env if k in os.environ}
         base.update(extra_env or {})
@@ -253,7 +260,7 @@ class CNIEngine:
         (the SPEC puts the DEL on the caller).
 
         ``after_cached`` (a blocking function) runs in the cache write's worker thread once the
-        entry is durable (:class:`~cni_async.CNIPlugin` drops its intent record there, saving a
+        entry is durable ([`CNIPlugin`][cni_async.CNIPlugin] drops its intent record there, saving a
         thread hop); it does not run if the chain or the write failed.
 
         :raises InvalidArgument: if the container ID, network name, ifname or args are invalid
@@ -262,8 +269,7 @@ class CNIEngine:
         :raises ProtocolError: if a plugin printed something that is not a valid result
         :raises CacheError: if the result could not be cached (the plugins did run)
         """
-        validate_attachment(rt.container_id, netlist.name, rt.ifname)
-        validate_cni_args(rt.args)
+        _validate_request(netlist, rt)
         if not netlist.plugins:
             raise ConfigError("the network has no plugins", path=netlist.path, network=netlist.name)
         result: Result | None = None
@@ -307,8 +313,7 @@ class CNIEngine:
         :raises CacheError: if the cached result exists but cannot be used
         :raises PluginError: the first plugin failure (later plugins are not run)
         """
-        validate_attachment(rt.container_id, netlist.name, rt.ifname)
-        validate_cni_args(rt.args)
+        _validate_request(netlist, rt)
         if not version_at_least(netlist.cni_version, "0.4.0"):
             raise CheckNotSupported(
                 f"configuration version {netlist.cni_version!r} does not support the CHECK "
@@ -341,8 +346,7 @@ class CNIEngine:
         :raises PluginError: the first plugin failure (or the only one, with ``keep_going``)
         :raises MultipleErrors: with ``keep_going``, if several plugins failed
         """
-        validate_attachment(rt.container_id, netlist.name, rt.ifname)
-        validate_cni_args(rt.args)
+        _validate_request(netlist, rt)
         if not netlist.plugins:
             raise ConfigError("the network has no plugins", path=netlist.path, network=netlist.name)
         prev: dict[str, Any] | None = None
@@ -427,8 +431,8 @@ class CNIEngine:
                 return PluginInfo(cni_version="0.1.0", supported_versions=("0.1.0",))
             raise
         try:
-            answer = _version_decoder.decode(out)
-        except (msgspec.DecodeError, RecursionError) as exc:
+            answer = decode_like_go(_version_decoder, out)
+        except msgspec.DecodeError as exc:
             raise ProtocolError(
                 f"decoding version info: {exc}", plugin=plugin_type, verb="VERSION"
             ) from exc
@@ -617,3 +621,12 @@ def _result_decoder(netlist: NetworkConfigList, plugin: PluginConfig) -> Callabl
             raise
 
     return decode
+
+
+def _validate_request(netlist: NetworkConfigList, rt: RuntimeConf) -> None:
+    """:raises InvalidArgument: if ``rt`` could not be sent to ``netlist``'s plugins as it is
+    (before any plugin runs, so nothing is half-done)."""
+    validate_attachment(rt.container_id, netlist.name, rt.ifname)
+    validate_cni_args(rt.args)
+    validate_netns(rt.netns)
+    validate_capability_args(rt.capability_args)

@@ -1,9 +1,9 @@
 """The exception hierarchy of cni_async.
 
-Every error the library raises derives from :class:`CNIError`. Each carries the CNI error code
-(where one applies), the plugin type, the verb (``ADD``, ``DEL``, ...) and the network it concerns,
-as attributes, so callers never have to parse messages. Cancellation is never turned into one of
-these: a cancelled call re-raises the backend's cancellation exception unchanged.
+Every error the library raises derives from [`CNIError`][cni_async.CNIError]. Each carries the CNI
+error code (where one applies), the plugin type, the verb (``ADD``, ``DEL``, ...) and the network it
+concerns, as attributes, so callers never have to parse messages. Cancellation is never turned into
+one of these: a cancelled call re-raises the backend's cancellation exception unchanged.
 """
 
 from __future__ import annotations
@@ -369,6 +369,6 @@ class NamespaceError(CNIError):
 
     default_code = ERR_INVALID_NETNS
 
-    def __init__(self, message: str, *, netns: str) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, *, netns: str, code: int | None = None) -> None:
+        super().__init__(message, code=code)
         self.netns = netns

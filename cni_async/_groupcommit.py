@@ -21,14 +21,19 @@ it is done, even when it was cancelled.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 from collections.abc import Callable
 
 import anyio
 
 from ._errors import CacheError
 
-__all__ = ["GroupCommit", "make_directories", "unlink_quietly"]
+__all__ = ["GroupCommit", "check_own_directory", "make_directories", "unlink_quietly"]
+
+
+_NAME_MAX = 255  # bytes in a file name on Linux file systems; our names are ASCII
 
 
 def unlink_quietly(path: str) -> None:
@@ -36,6 +41,25 @@ def unlink_quietly(path: str) -> None:
     # As libcni: a cache entry that cannot be removed must not fail a DEL that succeeded.
     with contextlib.suppress(OSError):
         os.unlink(path)
+
+
+def check_own_directory(path: str) -> None:
+    """Refuse ``path`` unless it is missing or a real directory owned by this process's user.
+
+    The cache trusts only directories it could have made: a symlink there (or a directory of
+    another user) would send writes, renames and deletions somewhere else.
+
+    :raises OSError: ``ENOTDIR`` for a symlink or anything but a directory, ``EPERM`` for a
+        directory of another user
+    """
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        raise OSError(errno.ENOTDIR, "not a real directory (a symlink?); refusing to use it", path)
+    if st.st_uid != os.geteuid():
+        raise OSError(errno.EPERM, f"owned by uid {st.st_uid}, not us; refusing to use it", path)
 
 
 def make_directories(*directories: str) -> None:
@@ -176,7 +200,17 @@ def _cache_error(request: _Request, exc: OSError) -> CacheError:
 def _write_batch(batch: list[_Request], tmp_dir: str) -> None:
     """Write every request of ``batch``, recording each one's failure on it (worker thread)."""
     staged: list[tuple[_Request, str, int]] = []
+    refused: dict[str, OSError] = {}
+    for directory in dict.fromkeys([tmp_dir, *(r.directory for r in batch)]):
+        try:
+            check_own_directory(directory)
+        except OSError as exc:
+            refused[directory] = exc
     for request in batch:
+        bad = refused.get(tmp_dir) or refused.get(request.directory)
+        if bad is not None:
+            request.error = _cache_error(request, bad)
+            continue
         if request.before is not None:
             try:
                 request.before()
@@ -185,7 +219,9 @@ def _write_batch(batch: list[_Request], tmp_dir: str) -> None:
                 continue
         # The temporary file lives beside results/, never in it: Go's GetCachedAttachments
         # lists every file there and would take a leftover temporary file for an attachment.
-        name = f"{os.path.basename(request.path)}.{os.getpid()}-{id(request):x}"
+        suffix = f".{os.getpid()}-{id(request):x}"
+        # Cut to fit NAME_MAX: an entry whose own name fits must not fail for its temporary's.
+        name = os.path.basename(request.path)[: _NAME_MAX - len(suffix)] + suffix
         tmp = os.path.join(tmp_dir, name)
         try:
             staged.append((request, tmp, _create(tmp, request.data, request.directory, tmp_dir)))

@@ -8,7 +8,7 @@ veths; no worker thread ever enters another namespace. Each call sends exactly t
 needs (pyroute2's own ``netns=`` option forks a helper process per socket, many times slower).
 
 Bringing ``lo`` up, on every pod's hot path, is a fixed 32-byte message packed with
-:mod:`struct`; reading its flags is a ``SIOCGIFFLAGS`` ioctl, which the kernel answers without
+``struct``; reading its flags is a ``SIOCGIFFLAGS`` ioctl, which the kernel answers without
 the RTNL lock, so it runs in the calling thread. pyroute2's message classes are imported, and
 used, only to read an interface's addresses (a status without a cached result), since importing
 pyroute2 alone costs more CPU than hundreds of pod cycles spend on netlink.
@@ -30,10 +30,11 @@ from typing import Any, Final, TypeVar
 
 import anyio
 
-from ._errors import NamespaceError
+from ._errors import ERR_TRY_AGAIN_LATER, NamespaceError
 
 __all__ = [
     "InterfaceState",
+    "host_namespace",
     "interface_state",
     "loopback_is_up",
     "loopback_up_blocking",
@@ -71,8 +72,12 @@ def _socket_in(
 
     The calling thread enters the namespace only for the ``socket()`` call and returns at once.
     """
-    # Bare descriptors: file objects cost more than the setns() calls themselves.
-    target = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
+    # Bare descriptors: file objects cost more than the setns() calls themselves. O_NONBLOCK:
+    # a FIFO at the path must fail setns() at once, not block this thread until a writer comes.
+    try:
+        target = os.open(netns, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except ValueError as exc:  # a NUL byte in the path: an OSError like every other bad path
+        raise OSError(errno.EINVAL, f"invalid namespace path: {exc}") from exc
     try:
         home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:
@@ -187,6 +192,14 @@ def _namespace_error(netns: str, exc: Exception) -> NamespaceError:
             f"network namespace {netns!r} does not exist or is not a network namespace",
             netns=netns,
         )
+    if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM):
+        # The namespace may well be fine: this process could not open it.
+        return NamespaceError(
+            f"could not open network namespace {netns!r}: {exc.strerror}; this process is out "
+            "of file descriptors or memory, so retry later or raise its limits",
+            netns=netns,
+            code=ERR_TRY_AGAIN_LATER,
+        )
     # pyroute2's decoding errors are not OSErrors
     shown = str(exc) if isinstance(exc, OSError) else repr(exc)
     return NamespaceError(f"netlink in network namespace {netns!r} failed: {shown}", netns=netns)
@@ -232,8 +245,9 @@ def loopback_up_blocking(netns: str) -> Iterator[Callable[[], None]]:
     other work to do too.
 
     The netlink socket is made on entering, in the calling thread (as with every call here, no
-    worker thread enters the namespace); the function raises :class:`NamespaceError` if the
-    kernel refuses. Leaving the block closes the socket if the function did not run.
+    worker thread enters the namespace); the function raises
+    [`NamespaceError`][cni_async.NamespaceError] if the kernel refuses. Leaving the block closes the
+    socket if the function did not run.
 
     :raises NamespaceError: if the namespace does not exist
     """
@@ -317,3 +331,31 @@ async def interface_state(netns: str, ifname: str) -> InterfaceState | None:
     """
     _load_pyroute2()
     return await _run_in_namespace(netns, _read_interface(ifname))
+
+
+_HOST_NAMESPACES: Final = (
+    ("this process's own", "/proc/self/ns/net"),
+    ("PID 1's (the host's)", "/proc/1/ns/net"),
+)
+
+
+def host_namespace(netns: str) -> str | None:
+    """Whose namespace ``netns`` is, when it is this process's own or PID 1's; else ``None``.
+
+    A pod's namespace is neither: a plugin run there would configure the runtime's (or the
+    host's) own network, and a DEL there could delete the host's interface of that name. The
+    check compares the namespace files' device and inode, as ``ip netns identify`` does: a few
+    ``stat()`` calls.
+    """
+    try:
+        target = os.stat(netns)
+    except (OSError, ValueError):  # missing, or a NUL byte: not a namespace we could enter
+        return None
+    for who, path in _HOST_NAMESPACES:
+        try:
+            ns = os.stat(path)
+        except OSError:
+            continue
+        if (target.st_dev, target.st_ino) == (ns.st_dev, ns.st_ino):
+            return who
+    return None

@@ -1,9 +1,9 @@
 """``CNIPlugin``: ocicni's pod API as anyio coroutines.
 
-Every operation works on one immutable :class:`ConfigSnapshot`, taken when it starts; a reload
-swaps in a new snapshot and never waits for, or blocks, pod operations. Operations on one pod
-(namespace + name) are serialised by a lock whose wait is cancellable; different pods run in
-parallel, and the networks of one pod are attached concurrently, one task per network.
+Every operation works on one immutable [`ConfigSnapshot`][cni_async.ConfigSnapshot], taken when it
+starts; a reload swaps in a new snapshot and never waits for, or blocks, pod operations. Operations
+on one pod (namespace + name) are serialised by a lock whose wait is cancellable; different pods run
+in parallel, and the networks of one pod are attached concurrently, one task per network.
 
 A set-up that fails on any network, or is cancelled, is rolled back: every network that was
 started gets DEL in a shielded scope with its own deadline (``cleanup_timeout``), so nothing stays
@@ -38,6 +38,7 @@ from ._engine import CNIEngine, RuntimeConf
 from ._errors import (
     CNIError,
     ConfigError,
+    InvalidArgument,
     MultipleErrors,
     NamespaceError,
     NetworkNotFound,
@@ -60,7 +61,7 @@ from ._events import (
 from ._exec import PluginExecutor
 from ._locks import KeyedLock, SharedGate
 from ._models import NetResult, PodNetwork
-from ._netns import interface_state, loopback_is_up, loopback_up_blocking
+from ._netns import host_namespace, interface_state, loopback_is_up, loopback_up_blocking
 from ._observe import Observer, operation_info
 from ._results import Interface, IPConfig, Result, Result100
 from ._snapshot import ConfigSnapshot, VersionCache, build_snapshot
@@ -90,11 +91,11 @@ async def _for_each(count: int, run: Callable[[int], Coroutine[Any, Any, None]])
 class CNIPlugin(anyio.AsyncContextManagerMixin):
     """Attaches pods to CNI networks: ocicni's ``CNIPlugin``, as an async context manager.
 
-    ``async with CNIPlugin(...) as cni`` loads the configuration directory and starts watching
-    it; leaving the block stops watching, ends :meth:`config_events` iterations, waits for
-    operations still running through it and closes it. Calls after that raise
-    :class:`anyio.ClosedResourceError`. An exception raised in the block leaves it as it is, not
-    wrapped in an ``ExceptionGroup``, whether the plugin watches or not.
+    ``async with CNIPlugin(...) as cni`` loads the configuration directory and starts watching it;
+    leaving the block stops watching, ends [`config_events`][cni_async.CNIPlugin.config_events]
+    iterations, waits for operations still running through it and closes it. Calls after that raise
+    ``anyio.ClosedResourceError``. An exception raised in the block leaves it as it is, not wrapped
+    in an ``ExceptionGroup``, whether the plugin watches or not.
 
     :param conf_dir: the directory of network configurations
     :param bin_dirs: the directories searched for plugin binaries, in order
@@ -104,7 +105,7 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
     :param watch: watch the configuration and plugin directories with inotify and reload on
         every change, in a task of the plugin's own (ocicni's ``InitCNINoInotify`` is
         ``watch=False``); either way a request for a network that is not loaded reloads once
-        before failing, and :meth:`reload` reloads on demand
+        before failing, and [`reload`][cni_async.CNIPlugin.reload] reloads on demand
     :param executor: how plugins are run (tests swap in fakes)
     :param max_concurrent_execs: a limit on plugin processes running at once (``None``: no
         limit); the VERSION probes of configuration loads do not count against it
@@ -114,10 +115,20 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
     :param inherit_env: names of variables copied from this process's environment to plugins
     :param debounce: seconds of quiet that end a burst of configuration changes (one reload)
     :param timeouts: per-verb limits on one plugin run, in seconds (see
-        :data:`~cni_async.DEFAULT_TIMEOUTS`; ``None`` for no limit)
+        [`DEFAULT_TIMEOUTS`][cni_async.DEFAULT_TIMEOUTS]; ``None`` for no limit)
     :param observers: told about every operation, plugin run, rollback and reload, in order
-        (:class:`~cni_async.Metrics`, :class:`~cni_async.OpenTelemetryObserver` or your own
-        :class:`~cni_async.Observer`)
+        ([`Metrics`][cni_async.Metrics], [`OpenTelemetryObserver`][cni_async.OpenTelemetryObserver]
+        or your own [`Observer`][cni_async.Observer])
+    :param owner: a name for this runtime, written into every cache entry and set-up record it
+        makes. With it, [`gc`][cni_async.CNIPlugin.gc] collects only what carries this name,
+        so the attachments of another runtime sharing the cache directory and a network (Go
+        runtimes write no owner) are never DEL'd and count as in use. Without it GC is
+        libcni's: every stale attachment of a network this plugin has a configuration for.
+    :param allow_host_netns: accept this process's own network namespace, or PID 1's, as a
+        pod's. By default set-up and status refuse them
+        ([`NamespaceError`][cni_async.NamespaceError]), since the plugins would configure the
+        host's own network, and teardown and GC send DEL with an empty ``CNI_NETNS`` there (the
+        IPAM is released; no interface of the host is deleted). libcni does not check.
     """
 
     def __init__(
@@ -136,8 +147,14 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
         debounce: float = 0.05,
         timeouts: Mapping[str, float | None] | None = None,
         observers: Sequence[Observer] = (),
+        owner: str | None = None,
+        allow_host_netns: bool = False,
     ) -> None:
+        if owner is not None and not (isinstance(owner, str) and owner):
+            raise InvalidArgument(f"owner must be a non-empty string or None, not {owner!r}")
         self.conf_dir = conf_dir
+        self._owner = owner or ""
+        self._allow_host_netns = allow_host_netns
         self.watch = watch
         self._default_name = default_network or None
         self._engine = CNIEngine(
@@ -148,6 +165,7 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
             max_concurrent_execs=max_concurrent_execs,
             timeouts=timeouts,
             observers=observers,
+            owner=owner or "",
         )
         self._observers = self._engine.observers
         self._cleanup_timeout = cleanup_timeout
@@ -236,7 +254,8 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
         await self._idle.wait()
 
     def shutdown(self) -> None:
-        """Stop accepting new operations at once (ocicni's ``Shutdown``); see :meth:`aclose`."""
+        """Stop accepting new operations at once (ocicni's ``Shutdown``); see
+        [`aclose`][cni_async.CNIPlugin.aclose]."""
         self._closed = True
 
     @asynccontextmanager
@@ -333,9 +352,10 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
     async def _follow(self, watcher: ConfigWatcher) -> None:
         """Apply every reload the watcher makes (runs in the plugin's own task group).
 
-        Changes are published as the difference from the snapshot in use, as :meth:`reload`
-        does: the watcher's own events are the difference from its previous snapshot, which a
-        :meth:`reload` in between may have replaced (its events would come twice).
+        Changes are published as the difference from the snapshot in use, as
+        [`reload`][cni_async.CNIPlugin.reload] does: the watcher's own events are the difference
+        from its previous snapshot, which a [`reload`][cni_async.CNIPlugin.reload] in between may
+        have replaced (its events would come twice).
         """
         try:
             async for event in watcher:
@@ -362,7 +382,7 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
         """Load the configuration directory again and swap in the new snapshot.
 
         In-flight operations keep the snapshot they started with; the changes are published to
-        :meth:`config_events` subscribers.
+        [`config_events`][cni_async.CNIPlugin.config_events] subscribers.
         """
         async with self._reload_lock:
             return await self._reload_locked()
@@ -397,6 +417,14 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
                 raise plan
         return plan
 
+    def _refuse_host_netns(self, netns: str) -> None:
+        if not self._allow_host_netns and (who := host_namespace(netns)) is not None:
+            raise NamespaceError(
+                f"{netns} is {who} network namespace, not a pod's; pass "
+                "allow_host_netns=True to CNIPlugin if that is really meant",
+                netns=netns,
+            )
+
     def _runtime_conf(self, pod: PodNetwork, network: str, ifname: str, netns: str) -> RuntimeConf:
         return runtime_conf(pod, network, ifname, netns, self._cni_args)
 
@@ -421,6 +449,7 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
         """
         async with self._operation("set_up_pod", pod):
             validate_container_id(pod.id)  # inside: observers see a refused call too
+            self._refuse_host_netns(pod.netns)
             plan = await self._resolve(pod)
             attachments = [
                 Attachment(net, self._runtime_conf(pod, net.name, ifname, pod.netns))
@@ -616,7 +645,7 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
         async with self._operation("tear_down_pod", pod):
             validate_container_id(pod.id)  # inside: observers see a refused call too
             async with self._pod_locks.hold((pod.namespace, pod.name)):
-                netns = await existing_netns(pod.netns)
+                netns = await existing_netns(pod.netns, allow_host=self._allow_host_netns)
                 intent = await self._engine.cache.read_intent(pod.id)
                 attachments, errors = await self._teardown_targets(pod, netns, intent)
                 errors += await self._detach_all(attachments)
@@ -641,16 +670,8 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
             for e in await self._engine.get_cached_attachments(pod.id)
         )
         snapshot = self._snapshot
-        wanted: list[tuple[str, str]] = []
-        if pod.networks:
-            assigned = assign_ifnames(pod.networks)
-            for request, (name, ifname) in zip(pod.networks, assigned, strict=True):
-                # An implicit ifname matches what the cache recorded for that network.
-                recorded = [key for key in cached if key[0] == name] if not request.ifname else []
-                wanted.extend(recorded or [(name, ifname)])
-        elif cached:
-            wanted = list(cached)
-        elif snapshot.default is not None:
+        wanted = _requested(pod, cached)
+        if not wanted and snapshot.default is not None:
             wanted = [(snapshot.default.name, DEFAULT_INTERFACE_NAME)]
         targets: list[Attachment] = []
         errors: list[CNIError] = []
@@ -707,7 +728,11 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
             network,
             RuntimeConf(
                 container_id=entry.container_id,
-                netns=await existing_netns(entry.netns) if netns is None else netns,
+                netns=(
+                    await existing_netns(entry.netns, allow_host=self._allow_host_netns)
+                    if netns is None
+                    else netns
+                ),
                 ifname=entry.if_name,
                 args=tuple(entry.cni_args),
                 capability_args=entry.capability_args,
@@ -728,18 +753,15 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
         """
         async with self._operation("get_pod_network_status", pod):
             validate_container_id(pod.id)  # inside: observers see a refused call too
-            plan = await self._resolve(pod)
+            self._refuse_host_netns(pod.netns)
             async with self._pod_locks.hold((pod.namespace, pod.name)):
+                attachments = await self._status_targets(pod)
                 if not await loopback_is_up(pod.netns):
                     raise NamespaceError(
                         f"loopback is not up in the network namespace of pod "
                         f"{pod.namespace}/{pod.name}",
                         netns=pod.netns,
                     )
-                attachments = [
-                    Attachment(net, self._runtime_conf(pod, net.name, ifname, pod.netns))
-                    for net, ifname in plan
-                ]
                 results: dict[int, NetResult] = {}
                 errors: dict[int, CNIError] = {}
 
@@ -756,6 +778,47 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
                     f"{pod.namespace}/{pod.name}", "status", [errors[i] for i in sorted(errors)]
                 )
             return [results[i] for i in range(len(attachments))]
+
+    async def _status_targets(self, pod: PodNetwork) -> list[Attachment]:
+        """What status checks: ``pod``'s networks as configured, or, for a network whose
+        configuration is gone (as ocicni does), as its attachment was cached.
+
+        :raises NetworkNotFound: a network has neither a configuration nor a cached attachment
+        """
+        snapshot = self._snapshot
+        plan = plan_networks(snapshot, pod, self._default_name)
+        if isinstance(plan, NetworkNotFound):
+            snapshot = await self._reload_on_miss(snapshot)
+            plan = plan_networks(snapshot, pod, self._default_name)
+        if not isinstance(plan, NetworkNotFound):
+            return [
+                Attachment(net, self._runtime_conf(pod, net.name, ifname, pod.netns))
+                for net, ifname in plan
+            ]
+        cached = {
+            (e.network_name, e.if_name): e
+            for e in await self._engine.get_cached_attachments(pod.id)
+        }
+        wanted = _requested(pod, cached)
+        if not wanted:
+            raise plan
+        targets = []
+        for name, ifname in wanted:
+            network = snapshot.get(name)
+            entry = cached.get((name, ifname))
+            if network is not None:
+                targets.append(
+                    Attachment(network, self._runtime_conf(pod, name, ifname, pod.netns))
+                )
+            elif entry is not None:
+                targets.append(await self._attachment_from_cache(entry, snapshot, pod.netns))
+            else:
+                raise NetworkNotFound(
+                    "no valid configuration and no cached attachment",
+                    path=self.conf_dir,
+                    network=name,
+                )
+        return targets
 
     async def _network_status(self, a: Attachment) -> NetResult:
         if version_at_least_or_false(a.network.cni_version, "0.4.0") and not (
@@ -803,11 +866,17 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
             await self._engine.status_network_list(snapshot.default)
 
     async def gc(self, valid_pods: Iterable[PodNetwork]) -> None:
-        """Remove every cached attachment that does not belong to ``valid_pods``, then run GC.
+        """Remove the cached attachments of this plugin's networks that do not belong to
+        ``valid_pods``, then run GC.
 
-        Stale attachments get DEL with their cached configuration (taking their pod's lock);
-        then each network of version 1.1.0 and later gets the GC verb with the attachments in
-        use. Networks that set ``disableGC`` are left alone. Every step is tried.
+        Only networks with a valid configuration in ``conf_dir`` are collected, each on its own
+        as libcni's ``GCNetworkList`` does: an attachment of any other network in the cache
+        directory (another runtime's, or one whose file was removed) is never touched. With an
+        ``owner`` set, only attachments carrying it are collected, and every other one of the
+        network counts as in use. Stale attachments get DEL with their cached configuration
+        (taking their pod's lock); then each network of version 1.1.0 and later gets the GC verb
+        with the attachments in use. Networks that set ``disableGC`` are left alone. Every step
+        is tried.
 
         Set-ups may run while GC does, unlike ocicni, which asks its caller to serialise them:
         an attachment whose set-up is in flight, or that was made after this call began, is
@@ -834,9 +903,11 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
             for entry in [*entries, *unfinished]:
                 current = snapshot.get(entry.network_name)
                 if (
-                    entry.container_id in valid_ids
+                    current is None  # not a network of ours: never collected (libcni's rule)
+                    or current.disable_gc
+                    or entry.container_id in valid_ids
                     or entry.container_id in self._setting_up
-                    or (current and current.disable_gc)
+                    or (self._owner and entry.owner != self._owner)
                 ):
                     continue
                 args = dict(entry.cni_args)
@@ -911,6 +982,23 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
                         errors.extend(exc.errors)
             if errors:
                 raise MultipleErrors("garbage collection failed", errors)
+
+
+def _requested(
+    pod: PodNetwork, cached: Mapping[tuple[str, str], CacheEntry]
+) -> list[tuple[str, str]]:
+    """The (network, ifname) pairs ``pod`` names, or with none named, every cached one.
+
+    A request without an explicit ifname matches what the cache recorded for that network.
+    """
+    if not pod.networks:
+        return list(cached)
+    wanted: list[tuple[str, str]] = []
+    assigned = assign_ifnames(pod.networks)
+    for request, (name, ifname) in zip(pod.networks, assigned, strict=True):
+        recorded = [key for key in cached if key[0] == name] if not request.ifname else []
+        wanted.extend(recorded or [(name, ifname)])
+    return list(dict.fromkeys(wanted))
 
 
 def _not_in(intent: list[CacheEntry], attachments: Sequence[Attachment]) -> list[CacheEntry]:

@@ -1,16 +1,24 @@
-"""Validation of the names that reach plugins and cache paths.
+"""Validation of the names that reach plugins and cache paths, and of the public models' fields.
 
 libcni checks container IDs, network names and interface names on ADD only; we check them on
 every verb and before any cache path is built, so no input can address a file outside the cache
-directory.
+directory. Those checks raise [`InvalidArgument`][cni_async.InvalidArgument] with a CNI error code.
+
+The ``check_*`` helpers below are what the public models (``PodNetwork`` and friends) run at
+construction: a wrong type raises ``TypeError`` and an impossible value ``ValueError``, both naming
+the field (``PodNetwork.networks[0] must be NetAttachment, not str``). They are plain ``isinstance``
+and range tests, cheap enough for models built for every pod.
 """
 
 from __future__ import annotations
 
 import functools
+import ipaddress
 import re
-from collections.abc import Iterable
-from typing import Final
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+import msgspec
 
 from ._errors import (
     ERR_INVALID_ENVIRONMENT_VARIABLES,
@@ -27,6 +35,8 @@ _SPACE: Final = frozenset(
 )
 _IFNAME_MAX: Final = 15
 _ARG_KEY: Final = re.compile(r"[A-Za-z0-9_.\-]+")
+# Any mapping is encoded as the stdin encoder does (the encodability of the text is what counts).
+_encoder: Final = msgspec.json.Encoder(enc_hook=lambda obj: dict(obj))
 
 
 def validate_container_id(container_id: str) -> None:
@@ -102,3 +112,102 @@ def validate_cni_args(args: Iterable[tuple[str, str]]) -> None:
                 f"invalid CNI_ARGS value for {key}: it must not contain ';', '=' or NUL",
                 code=ERR_INVALID_ENVIRONMENT_VARIABLES,
             )
+        if not value.isascii() and not _is_utf8(value):
+            raise InvalidArgument(
+                f"invalid CNI_ARGS value for {key}: {_NOT_UTF8}",
+                code=ERR_INVALID_ENVIRONMENT_VARIABLES,
+            )
+
+
+_NOT_UTF8: Final = "it is not valid text (a lone surrogate, as from undecodable bytes)"
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def validate_netns(netns: str) -> None:
+    """:raises InvalidArgument: if ``netns`` could not be sent as ``CNI_NETNS`` (a NUL byte, or
+    text that is not valid UTF-8)."""
+    if "\0" in netns or not (netns.isascii() or _is_utf8(netns)):
+        raise InvalidArgument(
+            f"invalid network namespace path {netns!r}: it must be UTF-8 text without NUL",
+            code=ERR_INVALID_ENVIRONMENT_VARIABLES,
+        )
+
+
+def validate_capability_args(capability_args: Mapping[str, Any]) -> None:
+    """:raises InvalidArgument: if a capability argument (annotations, aliases, ...) holds
+    text that could not be sent to a plugin as JSON."""
+    if not capability_args:
+        return
+    try:
+        _encoder.encode(capability_args)
+    except UnicodeEncodeError as exc:
+        raise InvalidArgument(
+            f"invalid capability arguments: {_NOT_UTF8}", code=ERR_INVALID_NETWORK_CONFIG
+        ) from exc
+
+
+# -- the public models' fields (TypeError / ValueError at construction) ---------------------------
+
+
+def type_error(where: str, expected: str, value: object) -> TypeError:
+    """``TypeError: <where> must be <expected>, not <type of value>``."""
+    return TypeError(f"{where} must be {expected}, not {type(value).__name__}")
+
+
+def check_str(owner: str, field: str, value: object) -> None:
+    """:raises TypeError: unless ``value`` is a ``str``."""
+    if not isinstance(value, str):
+        raise type_error(f"{owner}.{field}", "str", value)
+
+
+def check_nonempty_str(owner: str, field: str, value: object) -> None:
+    """:raises TypeError: unless ``value`` is a ``str``; :raises ValueError: if it is empty."""
+    if not isinstance(value, str):
+        raise type_error(f"{owner}.{field}", "str", value)
+    if not value:
+        raise ValueError(f"{owner}.{field} must not be empty")
+
+
+def check_int(
+    owner: str, field: str, value: object, low: int, high: int, high_text: str = ""
+) -> None:
+    """:raises TypeError: unless ``value`` is an ``int`` (``bool`` is refused);
+    :raises ValueError: unless ``low <= value <= high`` (``high_text`` names ``high`` in the
+        message)."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise type_error(f"{owner}.{field}", "int", value)
+    if not low <= value <= high:
+        raise ValueError(f"{owner}.{field} must be {low}..{high_text or high}, got {value}")
+
+
+@functools.lru_cache(maxsize=1024)
+def go_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address ``text`` names, or ``None`` if Go's ``net.ParseIP`` would refuse it."""
+    if "%" in text:  # a zone: Python accepts fe80::1%eth0, Go does not
+        return None
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+@functools.lru_cache(maxsize=1024)
+def go_cidr(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    """The network ``text`` (``address/prefix``) names, host bits allowed, or ``None`` if Go's
+    ``net.ParseCIDR`` would refuse it."""
+    address_text, slash, prefix_text = text.partition("/")
+    # Go wants decimal digits after the slash (leading zeros allowed, no netmask form).
+    if not slash or not prefix_text.isascii() or not prefix_text.isdigit():
+        return None
+    digits = prefix_text.lstrip("0") or "0"
+    address = go_ip(address_text)
+    if address is None or len(digits) > 3 or int(digits) > address.max_prefixlen:
+        return None
+    return ipaddress.ip_network((address, int(digits)), strict=False)
