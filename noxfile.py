@@ -88,7 +88,11 @@ def tests(session: nox.Session) -> None:
     reused virtualenv tests today's releases as a fresh ``pip install`` would.
     """
     _install_tools(session, "test")
-    session.install("--upgrade", "--upgrade-strategy", "eager", "-c", DEV_LOCK, f".[{EXTRAS}]")
+    # The SDK pins the API exactly: upgraded together, or a reused venv keeps a mismatched pair.
+    session.install(
+        "--upgrade", "--upgrade-strategy", "eager", "-c", DEV_LOCK, "-e", f".[{EXTRAS}]",
+        "opentelemetry-sdk",
+    )  # fmt: skip
     _show_runtime_versions(session)
     session.run("python", "-m", "pytest", *session.posargs)
 
@@ -103,9 +107,13 @@ def tests_lowest(session: nox.Session) -> None:
     """
     _install_tools(session, "lowest", project=False)
     lowest = Path(session.create_tmp()) / "lowest.txt"
+    lowest.unlink(missing_ok=True)  # uv would prefer the versions of an earlier run's file
     extras = [arg for name in EXTRAS.split(",") for arg in ("--extra", name)]
     session.run(
+        # The lock constrains the packages below the direct ones too: a pin of both files
+        # (typing_extensions, say) must not conflict when one of them has a newer release.
         "uv", "pip", "compile", "pyproject.toml", *extras, "--resolution", "lowest-direct",
+        "--constraint", DEV_LOCK,
         "--python-version", f"{sys.version_info.major}.{sys.version_info.minor}",
         "--no-header", "--no-annotate", "--quiet", "-o", str(lowest),
     )  # fmt: skip

@@ -11,6 +11,7 @@ one; and the three names are validated before any path is built, on every operat
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import time
@@ -106,14 +107,16 @@ class ResultCache:
         # Intents are not batched: each one waits for its pod's lo bring-up, which the kernel
         # serves under its RTNL lock, held for milliseconds by bridge plugins.
         self._intents = GroupCommit(self.tmp_dir, batch=False)
-        self._results = GroupCommit(self.tmp_dir)
+        self._results = GroupCommit(self.tmp_dir, linked=frozenset([self.results_dir]))
         self._refused: set[str] = set()
 
     def _trusted(self, directory: str) -> bool:
-        """Whether ``directory`` may be read, listed and deleted from: missing, or a real
-        directory of ours (writes are refused by the group commit with a ``CacheError``)."""
+        """Whether ``directory`` may be read, listed and deleted from: missing, or a directory
+        ``check_own_directory`` trusts (writes elsewhere fail in the group commit with a
+        ``CacheError``)."""
         try:
-            check_own_directory(directory)
+            # results/ is libcni's: an administrator may have moved it and left a link.
+            check_own_directory(directory, follow=directory == self.results_dir)
         except OSError as exc:
             if directory not in self._refused:  # once per directory, not on every call
                 self._refused.add(directory)
@@ -171,12 +174,58 @@ class ResultCache:
 
         :raises CacheError: if it could not be written (then nothing should be attached)
         """
+        path, data = self._intent(container_id, attachments)
+        await self._intents.write(self.intents_dir, path, data, before=before)
+
+    async def write_intent_held(
+        self,
+        container_id: str,
+        attachments: list[CacheEntry],
+        *,
+        before: Callable[[], None] | None = None,
+    ) -> int:
+        """``write_intent`` for a set-up about to run: return a descriptor that holds the new
+        record's lock (see ``intent_in_use``).
+
+        Keep it open while the set-up runs, let its plugins inherit it, then close it. A
+        process that dies in the middle leaves the lock to the plugins it started, so nobody
+        takes the record for abandoned while one of them still runs.
+
+        :raises CacheError: if it could not be written (no descriptor is left open)
+        """
+        path, data = self._intent(container_id, attachments)
+        return await self._intents.write_locked(self.intents_dir, path, data, before=before)
+
+    def _intent(self, container_id: str, attachments: list[CacheEntry]) -> tuple[str, bytes]:
         for entry in attachments:
             validate_attachment(entry.container_id, entry.network_name, entry.if_name)
             entry.owner = entry.owner or self.owner
         path = self.intent_path(container_id)
         intent = Intent(kind=INTENT_KIND, container_id=container_id, attachments=attachments)
-        await self._intents.write(self.intents_dir, path, _encoder.encode(intent), before=before)
+        return path, _encoder.encode(intent)
+
+    def intent_in_use(self, container_id: str) -> bool:
+        """Whether the set-up that wrote ``container_id``'s record still runs somewhere: its
+        process, or a plugin it started, holds the record's lock (in this process too).
+
+        A missing or unreadable record is not in use; nor is one whose lock is free (its
+        writer and every plugin of it are gone, or it was written without one).
+        """
+        if not self._trusted(self.intents_dir):
+            return False
+        try:
+            fd = os.open(self.intent_path(container_id), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError:  # no flock on this file system: as before there were locks
+            return False
+        finally:
+            os.close(fd)  # also drops the lock just taken
+        return False
 
     async def read_intent(self, container_id: str) -> list[CacheEntry]:
         """The attachments an unfinished set-up of ``container_id`` recorded (or none)."""
@@ -292,7 +341,7 @@ class ResultCache:
 
     def _scan(self, container_id: str | None) -> list[CacheEntry]:
         try:
-            check_own_directory(self.results_dir)
+            check_own_directory(self.results_dir, follow=True)
         except OSError as exc:  # an empty answer would let GC look as if it had done its work
             raise CacheError(
                 f"refusing to list cache directory {self.results_dir}: {exc.strerror}",

@@ -4,11 +4,11 @@
     cni-async networks                 what is loaded, the default, invalid files and why
     cni-async add|check|del NET NETNS  run a network on a namespace, as cnitool does
     cni-async status NET [NETNS]       readiness: STATUS to each plugin (cniVersion 1.1.0 and
-                                       plugins that support it; skipped, with the reason, else)
+                                       later; skipped, with the reason, before; not sent and
+                                       exit 1 when a plugin does not support the version)
     cni-async gc NET [NETNS]           without NETNS: DEL every cached attachment of the network,
                                        then GC with no valid-attachments list (cnitool's gc);
-                                       with NETNS: only NETNS's attachments are stale, the
-                                       network's other cached attachments are sent as valid
+                                       with NETNS: DEL only NETNS's cached attachments, no GC
     cni-async watch                    stream configuration events, one JSON object per line
     cni-async pod add|status|del NAMESPACE NAME ID NETNS [-networks a,b]
                                        a whole pod through CNIPlugin, with ocicnitool's arguments
@@ -38,22 +38,24 @@ import hashlib
 import json
 import logging
 import os
-import stat
 import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import anyio
 import msgspec
 
+from ._attachments import existing_netns
 from ._cache import CacheEntry
 from ._config import ConfigDirectory, NetworkConfigList, load_config_dir
 from ._engine import CNIEngine, RuntimeConf
 from ._errors import CNIError, ConfigError, NetworkNotFound, VersionError
 from ._exec import SpawnExecutor
+from ._files import read_regular_file
+from ._json import decode_like_go
 from ._models import NetAttachment, NetResult, PodNetwork
 from ._plugin import CNIPlugin
 from ._results import result_to_builtins
@@ -121,7 +123,8 @@ def _environment(ifname: str | None) -> _Env:
 
 
 def _container_id(netns: str) -> str:
-    digest = hashlib.sha512(os.path.abspath(netns).encode()).hexdigest()
+    # The path's bytes, as Go hashes them: an undecodable name must not end in a traceback.
+    digest = hashlib.sha512(os.fsencode(os.path.abspath(netns))).hexdigest()
     return f"cnitool-{digest[:20]}"
 
 
@@ -171,20 +174,20 @@ async def _network(env: _Env, name: str) -> NetworkConfigList:
     return network
 
 
+class _Named(msgspec.Struct):
+    name: Any = None
+
+
+_named: Final = msgspec.json.Decoder(_Named)
+
+
 def _declared_name(path: str) -> str | None:
     """The network name an invalid file declares, or ``None`` when that cannot be told (it
     cannot be read, is not a JSON object, or its name is missing or not a string)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO must not hang
-        with open(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return None
-            obj = json.loads(f.read())
-    except (OSError, ValueError):
+        name = decode_like_go(_named, read_regular_file(path)).name  # a FIFO must not hang
+    except (OSError, msgspec.DecodeError):  # unreadable, not a JSON object, nested too deep
         return None
-    if not isinstance(obj, dict):
-        return None
-    name = obj.get("name")
     if isinstance(name, str) and name:
         return name
     if name in (None, "") and not path.endswith(".conflist"):
@@ -285,23 +288,28 @@ async def _run(options: argparse.Namespace) -> int:
     return 0
 
 
-async def _status_skipped(engine: CNIEngine, network: NetworkConfigList) -> str | None:
-    """Why STATUS cannot be asked of this network, or ``None`` when it can."""
+async def _status_skipped(engine: CNIEngine, network: NetworkConfigList) -> tuple[str, bool] | None:
+    """Why STATUS is not sent to this network, and whether the network can be used anyway;
+    ``None`` when it is sent."""
     if not version_at_least_or_false(network.cni_version, _STATUS_VERSION):
-        return (
+        # libcni: no STATUS before 1.1.0, and that is no reason to think the network unready
+        reason = (
             f"the network's cniVersion is {network.cni_version or 'unset'}; STATUS needs "
             f"{_STATUS_VERSION} or later"
         )
+        return reason, True
     behind: list[str] = []
     for plugin_type in dict.fromkeys(p.type for p in network.plugins):
         info = await engine.get_version_info(plugin_type)
         if network.cni_version not in info.supported_versions:
             behind.append(f"{plugin_type} supports up to {_highest(info.supported_versions)}")
     if behind:
-        return (
+        # Neither STATUS nor ADD could work: not ready, whatever the plugins would say.
+        reason = (
             f"the network's cniVersion is {network.cni_version} but plugin "
-            f"{', '.join(behind)}; STATUS needs every plugin to support {network.cni_version}"
+            f"{', '.join(behind)}; the network cannot be used with these plugins"
         )
+        return reason, False
     return None
 
 
@@ -316,20 +324,22 @@ def _highest(versions: Sequence[str]) -> str:
 
 
 async def _status(engine: CNIEngine, network: NetworkConfigList, as_json: bool) -> int:
-    reason = await _status_skipped(engine, network)
-    if reason is None:
+    skipped = await _status_skipped(engine, network)
+    if skipped is None:
         await engine.status_network_list(network)
         record = {"network": network.name, "status": "ready"}
+        text = f"{network.name}: ready"
     else:
-        logger.info("STATUS %s skipped: %s", network.name, reason)
-        record = {"network": network.name, "status": "skipped", "reason": reason}
+        reason, usable = skipped
+        logger.info("STATUS %s not sent: %s", network.name, reason)
+        status = "skipped" if usable else "unusable"
+        record = {"network": network.name, "status": status, "reason": reason}
+        text = f"{network.name}: STATUS {'skipped' if usable else 'not sent'}: {reason}"
     if as_json:
         _print_json(record)
-    elif reason is None:
-        print(f"{network.name}: ready")
     else:
-        print(f"{network.name}: STATUS skipped: {reason}")
-    return 0
+        print(text)
+    return 0 if skipped is None or skipped[1] else 1
 
 
 def _of_network(entries: Sequence[CacheEntry], network: NetworkConfigList) -> list[tuple[str, str]]:
@@ -339,30 +349,48 @@ def _of_network(entries: Sequence[CacheEntry], network: NetworkConfigList) -> li
 async def _gc(
     engine: CNIEngine, network: NetworkConfigList, netns: str | None, as_json: bool
 ) -> int:
-    before = _of_network(await engine.get_cached_attachments(), network)
-    valid: list[tuple[str, str]] | None = None
-    if netns is not None:
-        stale = _container_id(netns)
-        valid = [a for a in before if a[0] != stale]
-    await engine.gc_network_list(network, valid)
-    after = set(_of_network(await engine.get_cached_attachments(), network))
-    removed = [a for a in before if a not in after]
-    if network.disable_gc:
-        gc_sent, note = False, "disableGC is set: nothing was done"
-    elif not version_at_least_or_false(network.cni_version, "1.1.0"):
-        gc_sent, note = False, f"no GC verb: cniVersion {network.cni_version or 'unset'} < 1.1.0"
+    if netns is None:
+        before = _of_network(await engine.get_cached_attachments(), network)
+        await engine.gc_network_list(network, None)
+        after = set(_of_network(await engine.get_cached_attachments(), network))
+        removed = [a for a in before if a not in after]
+        if network.disable_gc:
+            gc_sent, note = False, "disableGC is set: nothing was done"
+        elif not version_at_least_or_false(network.cni_version, "1.1.0"):
+            gc_sent, note = (
+                False,
+                f"no GC verb: cniVersion {network.cni_version or 'unset'} < 1.1.0",
+            )
+        else:
+            gc_sent, note = True, "GC sent to the plugins (valid attachments: not given)"
     else:
-        valid_text = "not given" if valid is None else str(len(valid))
-        gc_sent, note = True, f"GC sent to the plugins (valid attachments: {valid_text})"
+        # Exactly NETNS's attachments, and no GC verb: a valid list built from this cache
+        # would free whatever another runtime attached meanwhile, or keeps elsewhere.
+        container_id = _container_id(netns)
+        entries = [
+            e
+            for e in await engine.get_cached_attachments(container_id)
+            if e.network_name == network.name
+        ]
+        for entry in entries:
+            await engine.del_network_list(
+                network,
+                RuntimeConf(
+                    container_id=container_id,
+                    netns=await existing_netns(netns),
+                    ifname=entry.if_name,
+                    args=tuple(entry.cni_args),
+                    capability_args=entry.capability_args,
+                ),
+            )
+        removed = [(container_id, e.if_name) for e in entries]
+        gc_sent, note = False, f"only {netns}'s attachments: DEL sent, no GC verb"
     if as_json:
         _print_json(
             {
                 "network": network.name,
                 "netns": netns,
                 "removed": [{"containerID": c, "ifname": i} for c, i in removed],
-                "validAttachments": None
-                if valid is None
-                else [{"containerID": c, "ifname": i} for c, i in valid],
                 "gcSent": gc_sent,
                 "note": note,
             }
@@ -399,6 +427,7 @@ async def _pod(env: _Env, options: argparse.Namespace, executor: SpawnExecutor) 
         watch=False,
         executor=executor,
         cni_args=env.args,
+        allow_host_netns=options.allow_host_netns,
     ) as cni:
         if options.verb == "del":
             await cni.tear_down_pod(pod)
@@ -523,9 +552,10 @@ def _parser(*, bench: bool) -> argparse.ArgumentParser:
         cmd.add_argument("network", metavar="NETWORK", help="the network's name")
         cmd.add_argument("netns", metavar="NETNS", help="the namespace path, e.g. /run/netns/pod1")
     status_text = (
-        "STATUS: is the network ready. Sent only to networks of cniVersion 1.1.0 or later whose "
-        "plugins all support it (asked through VERSION); otherwise it is skipped, with the "
-        "reason, and the exit status is 0."
+        "STATUS: is the network ready. Sent to networks of cniVersion 1.1.0 or later. Before "
+        "1.1.0 it is skipped, with the reason, and the exit status is 0 (as libcni). When a "
+        "plugin does not support the network's version (asked through VERSION), STATUS is not "
+        "sent either, but the network cannot be used: the reason, and exit status 1."
     )
     status = sub.add_parser(
         "status",
@@ -542,15 +572,15 @@ def _parser(*, bench: bool) -> argparse.ArgumentParser:
     )
     gc_text = (
         "Garbage-collect a network. Without NETNS (cnitool's gc): DEL every cached attachment "
-        "of the network, then send GC with no valid-attachments list. With NETNS: the "
-        "attachments of NETNS's container ID (every interface) are stale and get DEL; GC is "
-        "sent with the network's other cached attachments as the valid ones, so they are kept. "
-        "GC is sent to networks of cniVersion 1.1.0 or later only; disableGC turns it all off."
+        "of the network, then send GC with no valid-attachments list (to networks of "
+        "cniVersion 1.1.0 or later; disableGC turns it all off). With NETNS: DEL the cached "
+        "attachments of NETNS's container ID (every interface) and nothing else; no GC is sent, "
+        "since the plugins would free every attachment missing from this cache."
     )
     gc = sub.add_parser(
         "gc",
         parents=[json_option],
-        help="DEL stale cached attachments (all, or NETNS's), then GC",
+        help="DEL cached attachments (all, then GC; or only NETNS's)",
         description=gc_text,
     )
     gc.add_argument("network", metavar="NETWORK", help="the network's name")
@@ -558,7 +588,7 @@ def _parser(*, bench: bool) -> argparse.ArgumentParser:
         "netns",
         metavar="NETNS",
         nargs="?",
-        help="the namespace whose attachments are stale (default: every cached attachment)",
+        help="only this namespace's attachments (default: every cached attachment, then GC)",
     )
     sub.add_parser(
         "watch",
@@ -581,6 +611,12 @@ def _parser(*, bench: bool) -> argparse.ArgumentParser:
     pod.add_argument("netns", help="the namespace path, e.g. /run/netns/pod1")
     pod.add_argument("-networks", "--networks", default="", help="networks to use, comma separated")
     pod.add_argument("--uid", default="", help="the pod's UID (K8S_POD_UID)")
+    pod.add_argument(
+        "--allow-host-netns",
+        action="store_true",
+        help="accept this process's own network namespace (or PID 1's) as the pod's; "
+        "refused otherwise, since the plugins would configure the host's network",
+    )
     if bench:
         sub.add_parser(
             "bench",

@@ -389,12 +389,19 @@ def _plugin_dir(netlist: NetworkConfigList, path: str) -> str:
 async def _add_dir_plugins(
     netlist: NetworkConfigList, path: str, consulted: set[str]
 ) -> NetworkConfigList:
+    return await anyio.to_thread.run_sync(_with_dir_plugins, netlist, path, consulted)
+
+
+def _with_dir_plugins(
+    netlist: NetworkConfigList, path: str, consulted: set[str]
+) -> NetworkConfigList:
+    """``netlist`` with its sub-directory's plugins (blocking: reads the directory)."""
     plugins = netlist.plugins
     if not netlist.load_only_inlined_plugins:
         directory = _plugin_dir(netlist, path)
         consulted.add(directory)
         try:
-            files = await anyio.to_thread.run_sync(_read_dir, directory, PLUGIN_DIR_EXTENSIONS)
+            files = _read_dir(directory, PLUGIN_DIR_EXTENSIONS)
         except OSError as exc:
             raise ConfigError(
                 f"failed to read plugin config files: {exc.strerror or exc}",
@@ -513,8 +520,9 @@ async def load_config_dir(conf_dir: str) -> ConfigDirectory:
     Files are taken in bytewise order of their full paths; directories are skipped and symbolic
     links read as files. Each file loads independently: a bad one is recorded in
     [`ConfigDirectory.invalid`][cni_async.ConfigDirectory] and the others still load. A network name
-    already used by an earlier file is recorded as invalid too. The directory, and each plugin
-    sub-directory, is read in one worker thread call; cancellation takes effect once the current one
+    already used by an earlier file is recorded as invalid too. Nothing is read or parsed on the
+    event loop: the directory is read in one worker-thread call, then its files are parsed (with
+    their plugin sub-directories) 256 to a call; cancellation takes effect once the current call
     returns.
 
     :return: the snapshot; a missing directory gives an empty one
@@ -531,17 +539,13 @@ async def load_config_dir(conf_dir: str) -> ConfigDirectory:
     invalid: list[tuple[str, ConfigError]] = []
     shadowed: list[NetworkConfigList] = []
     consulted: set[str] = set()
-    for path, data in files:
-        if isinstance(data, ConfigError):
-            invalid.append((path, data))
-            continue
-        try:
-            if _extension(os.path.basename(path)) in CONFLIST_EXTENSIONS:
-                network = await _add_dir_plugins(parse_conflist(data, path=path), path, consulted)
-            else:
-                network = _single_conf(data, path)
-        except ConfigError as exc:
-            invalid.append((path, exc))
+    loaded: list[tuple[str, NetworkConfigList | ConfigError]] = []
+    for start in range(0, len(files), _FILES_PER_HOP):
+        chunk = files[start : start + _FILES_PER_HOP]
+        loaded += await anyio.to_thread.run_sync(_load_files, chunk, consulted)
+    for path, network in loaded:
+        if isinstance(network, ConfigError):
+            invalid.append((path, network))
             continue
         first = seen.get(network.name)
         if first is not None:
@@ -557,6 +561,31 @@ async def load_config_dir(conf_dir: str) -> ConfigDirectory:
         sub_directories=tuple(sorted(consulted, key=os.fsencode)),
         shadowed=tuple(shadowed),
     )
+
+
+# Files parsed per worker-thread hop: parsing thousands of files on the event loop stalled it
+# for most of a second; in one hop, a cancellation would wait as long.
+_FILES_PER_HOP: Final = 256
+
+
+def _load_files(
+    files: list[tuple[str, bytes | ConfigError]], consulted: set[str]
+) -> list[tuple[str, NetworkConfigList | ConfigError]]:
+    """Parse files read from a configuration directory (blocking: reads sub-directories)."""
+    loaded: list[tuple[str, NetworkConfigList | ConfigError]] = []
+    for path, data in files:
+        try:
+            if isinstance(data, ConfigError):
+                raise data
+            if _extension(os.path.basename(path)) in CONFLIST_EXTENSIONS:
+                loaded.append(
+                    (path, _with_dir_plugins(parse_conflist(data, path=path), path, consulted))
+                )
+            else:
+                loaded.append((path, _single_conf(data, path)))
+        except ConfigError as exc:
+            loaded.append((path, exc))
+    return loaded
 
 
 def _duplicate(network: NetworkConfigList, first: str) -> ConfigError:

@@ -198,7 +198,9 @@ class CNIEngine:
         """
         async with self._limiter if limited and self._limiter else nullcontext():
             if not self.observers:
-                return decode(await self._run_plugin(plugin_type, verb, stdin, env, network))
+                return await _decoded(
+                    decode, await self._run_plugin(plugin_type, verb, stdin, env, network)
+                )
             info = PluginRunInfo(
                 verb=verb,
                 plugin=plugin_type,
@@ -208,10 +210,11 @@ class CNIEngine:
             )
             observed = dict(env)
             with self.observers.plugin_run(info, observed):
-                return decode(
+                return await _decoded(
+                    decode,
                     await self._run_plugin(
                         plugin_type, verb, stdin, observed_env(env, observed), network
-                    )
+                    ),
                 )
 
     async def _run_plugin(
@@ -608,6 +611,17 @@ class CNIEngine:
 
 def _raw(output: bytes) -> bytes:
     return output
+
+
+# Outputs larger than this are decoded in a worker thread: a result with 100 000 addresses
+# takes more than a second to parse and check, which on the event loop would stall every pod.
+_DECODE_IN_THREAD: Final = 256 * 1024
+
+
+async def _decoded(decode: Callable[[bytes], T], output: bytes) -> T:
+    if len(output) <= _DECODE_IN_THREAD:
+        return decode(output)
+    return await anyio.to_thread.run_sync(decode, output)
 
 
 def _result_decoder(netlist: NetworkConfigList, plugin: PluginConfig) -> Callable[[bytes], Result]:

@@ -31,6 +31,7 @@ import signal
 import stat
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from typing import Final, Protocol
 
 import anyio
@@ -45,7 +46,12 @@ from ._errors import (
 )
 from ._json import decode_like_go
 
-__all__ = ["PluginExecutor", "SpawnExecutor", "cni_env", "find_plugin"]
+__all__ = ["PluginExecutor", "SpawnExecutor", "cni_env", "find_plugin", "held_lock"]
+
+held_lock: ContextVar[int | None] = ContextVar("cni_async_held_lock", default=None)
+"""A descriptor that every plugin [`SpawnExecutor`][cni_async.SpawnExecutor] starts in this
+context inherits (as its descriptor 3): a set-up's intent lock, which its plugins keep held
+if the runtime dies before they end. Plugins ignore descriptors they were not told about."""
 
 logger = logging.getLogger("cni_async.exec")
 
@@ -263,7 +269,10 @@ class SpawnExecutor:
                 ) from exc
             stdout, stderr, returncode = await run.wait()
             if stderr and self.stderr_sink is not None:
-                self.stderr_sink(path, stderr)
+                try:
+                    self.stderr_sink(path, stderr)
+                except Exception:  # the run's outcome must not depend on where stderr goes
+                    logger.exception("the stderr sink failed for %s", path)
             if returncode is None:
                 raise PluginError(
                     f"the exit status of {path} was lost: something else in this process reaped "
@@ -326,15 +335,19 @@ class _PluginRun:
             self._write_stdin()
             if not self._stdin:
                 self._close(self._stdin_w)
+            actions = [
+                (os.POSIX_SPAWN_DUP2, stdin_r, 0),
+                (os.POSIX_SPAWN_DUP2, out_w, 1),
+                (os.POSIX_SPAWN_DUP2, err_w, 2),
+            ]
+            held = held_lock.get()
+            if held is not None:  # last: its dup2 may replace a pipe end the parent had at 3
+                actions.append((os.POSIX_SPAWN_DUP2, held, 3))
             self.pid = os.posix_spawn(
                 path,
                 [path],
                 env,
-                file_actions=[
-                    (os.POSIX_SPAWN_DUP2, stdin_r, 0),
-                    (os.POSIX_SPAWN_DUP2, out_w, 1),
-                    (os.POSIX_SPAWN_DUP2, err_w, 2),
-                ],
+                file_actions=actions,
                 setsid=True,
                 setsigmask=(),
                 setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),

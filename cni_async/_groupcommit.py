@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import stat
 from collections.abc import Callable
@@ -43,23 +44,28 @@ def unlink_quietly(path: str) -> None:
         os.unlink(path)
 
 
-def check_own_directory(path: str) -> None:
-    """Refuse ``path`` unless it is missing or a real directory owned by this process's user.
+def check_own_directory(path: str, *, follow: bool = False) -> None:
+    """Refuse ``path`` unless it is missing, or a directory owned by this process's user or by
+    root and writable by no one else.
 
-    The cache trusts only directories it could have made: a symlink there (or a directory of
-    another user) would send writes, renames and deletions somewhere else.
+    The cache trusts only directories it (or a root-owned installation) could have made: a
+    symlink or another user's directory there would send writes, renames and deletions
+    somewhere else. ``follow`` accepts a symbolic link to such a directory (``results/``, which
+    an administrator may have moved); our own directories must never be links.
 
-    :raises OSError: ``ENOTDIR`` for a symlink or anything but a directory, ``EPERM`` for a
-        directory of another user
+    :raises OSError: ``ENOTDIR`` for a symlink (without ``follow``) or anything but a
+        directory, ``EPERM`` for a directory of another user or writable by group or others
     """
     try:
-        st = os.lstat(path)
+        st = os.stat(path) if follow else os.lstat(path)
     except FileNotFoundError:
         return
     if not stat.S_ISDIR(st.st_mode):
         raise OSError(errno.ENOTDIR, "not a real directory (a symlink?); refusing to use it", path)
-    if st.st_uid != os.geteuid():
-        raise OSError(errno.EPERM, f"owned by uid {st.st_uid}, not us; refusing to use it", path)
+    if st.st_uid not in (os.geteuid(), 0):
+        raise OSError(errno.EPERM, f"owned by uid {st.st_uid}; refusing to use it", path)
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise OSError(errno.EPERM, "writable by group or others; refusing to use it", path)
 
 
 def make_directories(*directories: str) -> None:
@@ -76,6 +82,8 @@ class _Request:
         "directory",
         "error",
         "leads",
+        "lock",
+        "locked",
         "network",
         "path",
         "taken",
@@ -90,8 +98,11 @@ class _Request:
         network: str | None,
         before: Callable[[], None] | None,
         after: Callable[[], None] | None,
+        lock: bool = False,
     ) -> None:
         self.directory = directory
+        self.lock = lock
+        self.locked: int | None = None  # with lock: the file's descriptor, holding LOCK_SH
         self.path = path
         self.data = data
         self.network = network
@@ -111,9 +122,12 @@ class GroupCommit:
         others (for requests whose ``before`` may wait long, which would hold up a batch)
     """
 
-    def __init__(self, tmp_dir: str, *, batch: bool = True) -> None:
+    def __init__(
+        self, tmp_dir: str, *, batch: bool = True, linked: frozenset[str] = frozenset()
+    ) -> None:
         self.tmp_dir = tmp_dir
         self.batch = batch
+        self.linked = linked  # directories that may be symbolic links (see check_own_directory)
         self._queue: list[_Request] = []
         self._busy = False
 
@@ -137,7 +151,7 @@ class GroupCommit:
         """
         request = _Request(directory, path, data, network, before, after)
         if not self.batch:
-            await anyio.to_thread.run_sync(_write_batch, [request], self.tmp_dir)
+            await anyio.to_thread.run_sync(_write_batch, [request], self.tmp_dir, self.linked)
             if request.error is not None:
                 raise request.error
             return
@@ -160,6 +174,35 @@ class GroupCommit:
         if request.error is not None:
             raise request.error
 
+    async def write_locked(
+        self,
+        directory: str,
+        path: str,
+        data: bytes,
+        *,
+        before: Callable[[], None] | None = None,
+    ) -> int:
+        """Like ``write``, in a hop of its own, and return a descriptor of the new file that
+        holds a shared ``flock`` on it, taken before the file appeared under ``path``.
+
+        Whoever opens the file later sees it locked until this descriptor, and every copy a
+        child process inherited, is closed: a reader never finds it unlocked while its writer
+        (or a plugin the writer started) still lives. The caller closes the descriptor.
+
+        :raises CacheError: if the file could not be written (no descriptor is left open)
+        """
+        request = _Request(directory, path, data, None, before, None, lock=True)
+        try:
+            await anyio.to_thread.run_sync(_write_batch, [request], self.tmp_dir, self.linked)
+        except BaseException:
+            if request.locked is not None:  # cancelled once the worker thread had written it
+                os.close(request.locked)
+            raise
+        if request.error is not None:
+            raise request.error
+        assert request.locked is not None
+        return request.locked
+
     async def _finish(self, request: _Request) -> None:
         if request.leads and not request.taken:
             await self._lead()
@@ -172,7 +215,7 @@ class GroupCommit:
             request.taken = True
         try:
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(_write_batch, batch, self.tmp_dir)
+                await anyio.to_thread.run_sync(_write_batch, batch, self.tmp_dir, self.linked)
         except Exception as exc:  # noqa: BLE001 - the worker thread itself could not run
             for request in batch:
                 request.error = request.error or exc
@@ -197,13 +240,13 @@ def _cache_error(request: _Request, exc: OSError) -> CacheError:
     return error
 
 
-def _write_batch(batch: list[_Request], tmp_dir: str) -> None:
+def _write_batch(batch: list[_Request], tmp_dir: str, linked: frozenset[str]) -> None:
     """Write every request of ``batch``, recording each one's failure on it (worker thread)."""
     staged: list[tuple[_Request, str, int]] = []
     refused: dict[str, OSError] = {}
     for directory in dict.fromkeys([tmp_dir, *(r.directory for r in batch)]):
         try:
-            check_own_directory(directory)
+            check_own_directory(directory, follow=directory in linked)
         except OSError as exc:
             refused[directory] = exc
     for request in batch:
@@ -224,16 +267,25 @@ def _write_batch(batch: list[_Request], tmp_dir: str) -> None:
         name = os.path.basename(request.path)[: _NAME_MAX - len(suffix)] + suffix
         tmp = os.path.join(tmp_dir, name)
         try:
-            staged.append((request, tmp, _create(tmp, request.data, request.directory, tmp_dir)))
+            fd = _create(tmp, request.data, request.directory, tmp_dir)
         except OSError as exc:
             request.error = _cache_error(request, exc)
+            continue
+        staged.append((request, tmp, fd))
+        if request.lock:  # before the rename: nobody may see the file unlocked
+            request.locked = fd
+            # A file system without flock (ENOLCK) leaves the file unlocked: readers then
+            # take the writer for gone, which is what they did before there was a lock.
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_SH)
     written: list[_Request] = []
     for request, tmp, fd in staged:
         try:
             try:
                 os.fsync(fd)
             finally:
-                os.close(fd)
+                if not request.lock:
+                    os.close(fd)
             try:
                 os.rename(tmp, request.path)
             except FileNotFoundError:  # the directory was removed meanwhile
@@ -242,6 +294,7 @@ def _write_batch(batch: list[_Request], tmp_dir: str) -> None:
         except OSError as exc:
             unlink_quietly(tmp)
             request.error = _cache_error(request, exc)
+            _close_locked(request)
             continue
         written.append(request)
     for directory in dict.fromkeys(r.directory for r in written):
@@ -251,12 +304,19 @@ def _write_batch(batch: list[_Request], tmp_dir: str) -> None:
             for request in written:
                 if request.directory == directory:
                     request.error = _cache_error(request, exc)
+                    _close_locked(request)
     for request in written:
         if request.error is None and request.after is not None:
             try:
                 request.after()
             except Exception as exc:  # noqa: BLE001 - raised in the caller's task
                 request.error = exc
+
+
+def _close_locked(request: _Request) -> None:
+    if request.locked is not None:
+        os.close(request.locked)
+        request.locked = None
 
 
 def _create(tmp: str, data: bytes, directory: str, tmp_dir: str) -> int:

@@ -34,8 +34,9 @@ from ._attachments import (
 )
 from ._cache import CacheEntry
 from ._config import NetworkConfigList, parse_conflist, with_directory_plugins
-from ._engine import CNIEngine, RuntimeConf
+from ._engine import DEFAULT_TIMEOUTS, CNIEngine, RuntimeConf
 from ._errors import (
+    CacheError,
     CNIError,
     ConfigError,
     InvalidArgument,
@@ -58,7 +59,7 @@ from ._events import (
     WatcherDegraded,
     diff_snapshots,
 )
-from ._exec import PluginExecutor
+from ._exec import PluginExecutor, held_lock
 from ._locks import KeyedLock, SharedGate
 from ._models import NetResult, PodNetwork
 from ._netns import host_namespace, interface_state, loopback_is_up, loopback_up_blocking
@@ -120,10 +121,12 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
         ([`Metrics`][cni_async.Metrics], [`OpenTelemetryObserver`][cni_async.OpenTelemetryObserver]
         or your own [`Observer`][cni_async.Observer])
     :param owner: a name for this runtime, written into every cache entry and set-up record it
-        makes. With it, [`gc`][cni_async.CNIPlugin.gc] collects only what carries this name,
-        so the attachments of another runtime sharing the cache directory and a network (Go
-        runtimes write no owner) are never DEL'd and count as in use. Without it GC is
-        libcni's: every stale attachment of a network this plugin has a configuration for.
+        makes. With it, [`gc`][cni_async.CNIPlugin.gc] DELs only stale attachments carrying this
+        name, so those of another runtime sharing the cache directory and a network (Go
+        runtimes write no owner) are never touched, and it sends no GC verb: the plugins would
+        free every attachment not listed, and another runtime's ADD in flight is in no cache
+        yet. Without it GC is libcni's: every stale attachment of a network this plugin has a
+        configuration for, then the GC verb.
     :param allow_host_netns: accept this process's own network namespace, or PID 1's, as a
         pod's. By default set-up and status refuse them
         ([`NamespaceError`][cni_async.NamespaceError]), since the plugins would configure the
@@ -420,8 +423,8 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
     def _refuse_host_netns(self, netns: str) -> None:
         if not self._allow_host_netns and (who := host_namespace(netns)) is not None:
             raise NamespaceError(
-                f"{netns} is {who} network namespace, not a pod's; pass "
-                "allow_host_netns=True to CNIPlugin if that is really meant",
+                f"{netns} is {who} network namespace, not a pod's; if that is really meant, "
+                "pass allow_host_netns=True to CNIPlugin (cni-async pod: --allow-host-netns)",
                 netns=netns,
             )
 
@@ -459,8 +462,15 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
                 started = time.perf_counter()
                 self._setting_up[pod.id] = self._setting_up.get(pod.id, 0) + 1
                 try:
-                    earlier = await self._record_intent(pod.id, attachments, pod.netns)
-                    results = await self._attach_all(pod, attachments, earlier)
+                    earlier, held = await self._record_intent(pod.id, attachments, pod.netns)
+                    # The plugins inherit the intent's lock: should this process die, nobody
+                    # takes the set-up for abandoned while one of them still runs.
+                    token = held_lock.set(held)
+                    try:
+                        results = await self._attach_all(pod, attachments, earlier)
+                    finally:
+                        held_lock.reset(token)
+                        os.close(held)
                 finally:
                     if self._setting_up[pod.id] == 1:
                         del self._setting_up[pod.id]
@@ -485,10 +495,10 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
 
     async def _record_intent(
         self, container_id: str, attachments: list[Attachment], netns: str
-    ) -> list[CacheEntry]:
+    ) -> tuple[list[CacheEntry], int]:
         """Bring ``lo`` up and durably record what this set-up will attach (one worker-thread
-        hop for both, batched with concurrent set-ups); return what an earlier, unfinished
-        set-up of the same container recorded and this one does not cover."""
+        hop for both); return what an earlier, unfinished set-up of the same container
+        recorded and this one does not cover, and the descriptor holding the record's lock."""
         cache = self._engine.cache
         ours = {(a.network.name, a.rt.ifname) for a in attachments}
         earlier = [
@@ -497,10 +507,10 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
             if (e.network_name, e.if_name) not in ours
         ]
         with loopback_up_blocking(netns) as bring_lo_up:
-            await cache.write_intent(
+            held = await cache.write_intent_held(
                 container_id, [*earlier, *map(intent_entry, attachments)], before=bring_lo_up
             )
-        return earlier
+        return earlier, held
 
     async def _settle_intent(self, container_id: str, earlier: list[CacheEntry]) -> None:
         """The set-up is settled (attached and cached, or rolled back): keep only what an
@@ -646,6 +656,7 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
             validate_container_id(pod.id)  # inside: observers see a refused call too
             async with self._pod_locks.hold((pod.namespace, pod.name)):
                 netns = await existing_netns(pod.netns, allow_host=self._allow_host_netns)
+                await self._wait_for_set_up_elsewhere(pod.id)
                 intent = await self._engine.cache.read_intent(pod.id)
                 attachments, errors = await self._teardown_targets(pod, netns, intent)
                 errors += await self._detach_all(attachments)
@@ -660,21 +671,49 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
                     ", ".join(a.network.name for a in attachments) or "nothing attached",
                 )
 
+    async def _wait_for_set_up_elsewhere(self, container_id: str) -> None:
+        """Wait while a set-up of ``container_id`` runs elsewhere: in another process, or as
+        plugins that outlived the runtime that started them (a DEL now would be undone when
+        their ADD finishes). Set-ups of this plugin cannot be running: the pod lock is held.
+
+        Waits at most as long as ADD may take (``timeouts["ADD"]``, 120 s by default); then
+        the teardown goes on and says so.
+        """
+        cache = self._engine.cache
+        if not cache.intent_in_use(container_id):
+            return
+        limit = self._engine.timeouts.get("ADD") or DEFAULT_TIMEOUTS["ADD"]
+        logger.info("waiting for a set-up of %s elsewhere to end before DEL", container_id)
+        with anyio.move_on_after(limit):
+            while cache.intent_in_use(container_id):
+                await anyio.sleep(0.05)
+            return
+        logger.warning(
+            "a set-up of %s elsewhere still runs after %s s; tearing down anyway",
+            container_id,
+            limit,
+        )
+
     async def _teardown_targets(
         self, pod: PodNetwork, netns: str, intent: list[CacheEntry]
     ) -> tuple[list[Attachment], list[CNIError]]:
+        errors: list[CNIError] = []
         cached: dict[tuple[str, str], CacheEntry] = {(e.network_name, e.if_name): e for e in intent}
-        # Completed attachments (with their results) win over the intent's records.
-        cached.update(
-            ((e.network_name, e.if_name), e)
-            for e in await self._engine.get_cached_attachments(pod.id)
-        )
+        try:
+            # Completed attachments (with their results) win over the intent's records.
+            cached.update(
+                ((e.network_name, e.if_name), e)
+                for e in await self._engine.get_cached_attachments(pod.id)
+            )
+        except CacheError as exc:
+            # An unusable cache must not stop the DELs that need none: the networks the pod
+            # names (or the default) still get one, and the error is reported with the rest.
+            errors.append(exc)
         snapshot = self._snapshot
         wanted = _requested(pod, cached)
         if not wanted and snapshot.default is not None:
             wanted = [(snapshot.default.name, DEFAULT_INTERFACE_NAME)]
         targets: list[Attachment] = []
-        errors: list[CNIError] = []
         for name, ifname in dict.fromkeys(wanted):
             entry = cached.get((name, ifname))
             try:
@@ -871,12 +910,12 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
 
         Only networks with a valid configuration in ``conf_dir`` are collected, each on its own
         as libcni's ``GCNetworkList`` does: an attachment of any other network in the cache
-        directory (another runtime's, or one whose file was removed) is never touched. With an
-        ``owner`` set, only attachments carrying it are collected, and every other one of the
-        network counts as in use. Stale attachments get DEL with their cached configuration
-        (taking their pod's lock); then each network of version 1.1.0 and later gets the GC verb
-        with the attachments in use. Networks that set ``disableGC`` are left alone. Every step
-        is tried.
+        directory (another runtime's, or one whose file was removed) is never touched. Stale
+        attachments get DEL with their cached configuration (taking their pod's lock); then
+        each network of version 1.1.0 and later gets the GC verb with the attachments in use.
+        Networks that set ``disableGC`` are left alone. Every step is tried. With an ``owner``
+        set, only attachments carrying it are DEL'd, and no GC verb is sent (see
+        [`CNIPlugin`][cni_async.CNIPlugin]'s ``owner``).
 
         Set-ups may run while GC does, unlike ocicni, which asks its caller to serialise them:
         an attachment whose set-up is in flight, or that was made after this call began, is
@@ -892,6 +931,11 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
             entries = await self._engine.get_cached_attachments()
             intents = await self._engine.cache.intents()
             known = {(e.container_id, e.network_name, e.if_name) for e in entries}
+            # A locked record is a set-up in flight (in another process, say), or one whose
+            # plugins outlived their runtime: none of its container's attachments is stale,
+            # cached ones included, and all count as in use below.
+            cache = self._engine.cache
+            in_flight = {cid for cid in intents if cache.intent_in_use(cid)}
             unfinished = [
                 e
                 for cid, recorded in intents.items()
@@ -907,6 +951,7 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
                     or current.disable_gc
                     or entry.container_id in valid_ids
                     or entry.container_id in self._setting_up
+                    or entry.container_id in in_flight
                     or (self._owner and entry.owner != self._owner)
                 ):
                     continue
@@ -951,37 +996,52 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
                 for group in stale.values()
                 for e in group
             }
-            # No set-up runs while the plugins are told what is in use. What is recorded now
-            # and was not found stale above (a pod set up since this call began, say) is in
-            # use, as is what the valid pods ask for.
-            async with self._gc_gate.exclusive():
-                in_use: dict[str, set[tuple[str, str]]] = {}
-                now = [
-                    *await self._engine.get_cached_attachments(),
-                    *(e for found in (await self._engine.cache.intents()).values() for e in found),
-                ]
-                for entry in now:
-                    attachment = (entry.container_id, entry.network_name, entry.if_name)
-                    if entry.container_id in valid_ids or attachment not in found_stale:
-                        in_use.setdefault(entry.network_name, set()).add(
-                            (entry.container_id, entry.if_name)
-                        )
-                for pod in valid:
-                    try:
-                        plan = plan_networks(snapshot, pod, self._default_name)
-                    except CNIError as exc:  # this pod's request is invalid; GC goes on
-                        errors.append(exc)
-                        continue
-                    if not isinstance(plan, NetworkNotFound):
-                        for network, ifname in plan:
-                            in_use.setdefault(network.name, set()).add((pod.id, ifname))
-                for network in snapshot.networks:  # gc_plugins skips disableGC and pre-1.1.0
-                    try:
-                        await self._engine.gc_plugins(network, sorted(in_use.get(network.name, ())))
-                    except MultipleErrors as exc:
-                        errors.extend(exc.errors)
+            if not self._owner:  # with one, the verb would free what others have in flight
+                errors += await self._gc_verb(snapshot, valid, found_stale)
             if errors:
                 raise MultipleErrors("garbage collection failed", errors)
+
+    async def _gc_verb(
+        self,
+        snapshot: ConfigSnapshot,
+        valid: list[PodNetwork],
+        found_stale: set[tuple[str, str, str]],
+    ) -> list[CNIError]:
+        """Send GC to every network, with the attachments in use; return what failed.
+
+        No set-up runs while the plugins are told what is in use. What is recorded now and was
+        not found stale (a pod set up since ``gc`` began, say) is in use, as is what the valid
+        pods ask for.
+        """
+        errors: list[CNIError] = []
+        valid_ids = {p.id for p in valid}
+        async with self._gc_gate.exclusive():
+            in_use: dict[str, set[tuple[str, str]]] = {}
+            now = [
+                *await self._engine.get_cached_attachments(),
+                *(e for found in (await self._engine.cache.intents()).values() for e in found),
+            ]
+            for entry in now:
+                attachment = (entry.container_id, entry.network_name, entry.if_name)
+                if entry.container_id in valid_ids or attachment not in found_stale:
+                    in_use.setdefault(entry.network_name, set()).add(
+                        (entry.container_id, entry.if_name)
+                    )
+            for pod in valid:
+                try:
+                    plan = plan_networks(snapshot, pod, self._default_name)
+                except CNIError as exc:  # this pod's request is invalid; GC goes on
+                    errors.append(exc)
+                    continue
+                if not isinstance(plan, NetworkNotFound):
+                    for network, ifname in plan:
+                        in_use.setdefault(network.name, set()).add((pod.id, ifname))
+            for network in snapshot.networks:  # gc_plugins skips disableGC and pre-1.1.0
+                try:
+                    await self._engine.gc_plugins(network, sorted(in_use.get(network.name, ())))
+                except MultipleErrors as exc:
+                    errors.extend(exc.errors)
+        return errors
 
 
 def _requested(

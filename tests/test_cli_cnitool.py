@@ -69,16 +69,18 @@ def test_gc_with_netns_collects_that_namespace_only(
         (cid_a, "eth0"),
         (cid_a, "net1"),
     ]
-    assert report["gcSent"] is True
+    # exactly NETNS's attachments, and no GC verb: a valid list built from this cache would
+    # free whatever another runtime attached meanwhile
+    assert report["gcSent"] is False
     assert {c["env"]["CNI_CONTAINERID"] for c in fake.calls("DEL")} == {cid_a}
-    [gc] = fake.stdins("GC")
-    assert gc["cni.dev/valid-attachments"] == [{"containerID": cid_b, "ifname": "eth0"}]
+    assert fake.calls("GC") == []
     assert cached(dirs) == [(cid_b, "eth0")]
 
     # without NETNS, as before (and as cnitool): everything is stale, GC gets no list
     out = ok(run_cli(dirs, "gc", "net1"))
     assert out.stdout.startswith(f"net1: removed 1 cached attachment(s) {cid_b}/eth0;")
-    assert "cni.dev/valid-attachments" not in fake.stdins("GC")[1]
+    [gc] = fake.stdins("GC")
+    assert "cni.dev/valid-attachments" not in gc
     assert cached(dirs) == []
 
 
@@ -161,7 +163,7 @@ def test_json_on_every_verb(dirs: dict[str, Path], fake: FakePlugin) -> None:
     deleted = as_json("del", "net1", "/run/netns/a")
     assert deleted["deleted"] is True and deleted["network"] == "net1"
     gc = as_json("gc", "net1")
-    assert gc["removed"] == [] and gc["validAttachments"] is None and gc["netns"] is None
+    assert gc["removed"] == [] and gc["gcSent"] is True and gc["netns"] is None
     # pod: --json is accepted (the namespace does not exist: a CNI error, not a usage error)
     pod = run_cli(dirs, "pod", "status", "ns", "web", "id1", "/run/netns/none", "--json")
     assert pod.returncode == 1, pod.stderr
@@ -241,7 +243,7 @@ def test_help_texts_match_the_verbs() -> None:
     status = ok(run_cli(None, "status", "--help")).stdout
     assert "NETWORK [NETNS]" in status and "skipped" in status
     gc = " ".join(ok(run_cli(None, "gc", "--help")).stdout.split())
-    assert "NETWORK [NETNS]" in gc and "other cached attachments as the valid ones" in gc
+    assert "NETWORK [NETNS]" in gc and "and nothing else; no GC is sent" in gc
     for verb in ("add", "check", "del", "status", "gc", "networks", "watch", "pod"):
         assert "--json" in ok(run_cli(None, verb, "--help")).stdout, verb
 
@@ -249,15 +251,18 @@ def test_help_texts_match_the_verbs() -> None:
 # -- 7. STATUS only where the versions allow it ----------------------------------------------
 
 
-def test_status_skipped_when_plugins_are_behind(dirs: dict[str, Path], fake: FakePlugin) -> None:
+def test_status_not_sent_when_plugins_are_behind(dirs: dict[str, Path], fake: FakePlugin) -> None:
+    """Debian 12's plugins speak up to 1.0.0: a 1.1.0 list of them gets no STATUS (it would
+    only fail), but it is not ready either, since no ADD could work."""
     write_conflist(dirs["conf"], "behind", [{"type": "fa"}, {"type": "fb"}])
     old = FakePlugin(dirs["bin"], "fb").on("VERSION", versions=["0.3.1", "0.4.0", "1.0.0"])
     old.on("STATUS", stdout={"code": 4, "msg": "unknown CNI_COMMAND: STATUS"}, exit=1)
-    out = ok(run_cli(dirs, "status", "behind"))
-    assert out.stdout.startswith("behind: STATUS skipped: ")
+    out = run_cli(dirs, "status", "behind")
+    assert out.returncode == 1, out.stderr
+    assert out.stdout.startswith("behind: STATUS not sent: ")
     assert "fb supports up to 1.0.0" in out.stdout and "fa" not in out.stdout
-    report = json.loads(ok(run_cli(dirs, "status", "behind", "--json")).stdout)
-    assert report["status"] == "skipped" and "fb supports up to 1.0.0" in report["reason"]
+    report = json.loads(run_cli(dirs, "status", "behind", "--json").stdout)
+    assert report["status"] == "unusable" and "fb supports up to 1.0.0" in report["reason"]
     assert old.calls("STATUS") == [] and fake.calls("STATUS") == []
 
 
@@ -306,3 +311,27 @@ def test_bench_not_offered_when_installed(tmp_path: Path) -> None:
     refused = run("-m", "cni_async", "bench", "--help")
     assert refused.returncode == 2 and "invalid choice: 'bench'" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+# -- hostile input never ends in a traceback --------------------------------------------------
+
+
+def test_a_config_nested_too_deep_to_name_is_an_error_not_a_traceback(
+    dirs: dict[str, Path], fake: FakePlugin
+) -> None:
+    (dirs["conf"] / "50-deep.conflist").write_text("[" * 200_000)
+    out = run_cli(dirs, "status", "missing")
+    assert out.returncode == 1, out.stderr
+    assert "Traceback" not in out.stderr
+    assert "50-deep.conflist" in out.stderr
+
+
+def test_an_undecodable_netns_is_an_error_not_a_traceback(
+    dirs: dict[str, Path], fake: FakePlugin
+) -> None:
+    netns = os.fsdecode(b"/run/netns/\xff")
+    for verb in ("add", "del", "gc"):
+        out = run_cli(dirs, verb, "net1", netns)
+        assert "Traceback" not in out.stderr, out.stderr
+        assert out.returncode in (0, 1), out.stderr
+    assert fake.calls("ADD") == []  # refused before any plugin ran

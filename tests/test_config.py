@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import MappingProxyType
@@ -725,3 +726,29 @@ def test_versions_with_thousands_of_digits_are_version_errors() -> None:
     with pytest.raises(VersionError, match="out of range"):
         parse_version("1." + "9" * 5000 + ".0")
     assert parse_version("1." + "0" * 5000 + "1.0") == (1, 1, 0)
+
+
+@pytest.mark.anyio
+async def test_a_directory_is_parsed_off_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Thousands of files took most of a second to parse: none of it runs on the loop."""
+    from cni_async import _config
+
+    for i in range(300):  # more than one worker-thread hop's worth
+        (tmp_path / f"{i:03d}.conflist").write_text(
+            json.dumps({"cniVersion": "1.0.0", "name": f"n{i}", "plugins": [{"type": "x"}]})
+        )
+    (tmp_path / "zz.conf").write_text('{"cniVersion":"1.0.0","name":"single","type":"x"}')
+    on_loop: list[str] = []
+    real = _config.parse_conflist
+
+    def parse(data: bytes, **kw: Any) -> Any:
+        if threading.current_thread() is threading.main_thread():
+            on_loop.append(kw.get("path", ""))
+        return real(data, **kw)
+
+    monkeypatch.setattr(_config, "parse_conflist", parse)
+    loaded = await load_config_dir(str(tmp_path))
+    assert len(loaded.networks) == 301
+    assert on_loop == []

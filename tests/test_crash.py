@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import anyio
 import pytest
 
 from cni_async._cache import CacheEntry
@@ -20,7 +21,7 @@ from cni_async._plugin import CNIPlugin
 
 from .support.netns import Sandbox
 from .support.plugins import FakePlugin, write_conflist
-from .support.procs import wait_dead
+from .support.procs import alive, wait_dead
 
 pytestmark = [pytest.mark.anyio, pytest.mark.privileged]
 
@@ -120,3 +121,84 @@ def _entry(cid: str, network: str, ifname: str, netns: str, config: bytes) -> Ca
     return CacheEntry(
         container_id=cid, config=config, if_name=ifname, network_name=network, netns=netns
     )
+
+
+async def test_a_set_up_in_another_runtime_is_not_collected(
+    dirs: dict[str, Path], net: Sandbox
+) -> None:
+    """Two CNIPlugins on one cache directory (a runtime and `cni-async pod`, or the runtime
+    across a restart): GC in one never takes the other's set-up in flight for abandoned."""
+    fast, slow = FakePlugin(dirs["bin"], "fast-p"), FakePlugin(dirs["bin"], "slow-p")
+    slow.on("ADD", sleep=1.5)
+    write_conflist(dirs["conf"], "fast", [{"type": "fast-p"}])
+    write_conflist(dirs["conf"], "slow", [{"type": "slow-p"}])
+    pod = PodNetwork(
+        "p", "ns", f"{net.prefix}-p", "uid", net.netns("p"),
+        [NetAttachment("fast"), NetAttachment("slow")],
+    )  # fmt: skip
+    args = (str(dirs["conf"]), [str(dirs["bin"])], str(dirs["cache"]))
+    async with CNIPlugin(*args, watch=False) as one, CNIPlugin(*args, watch=False) as other:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(one.set_up_pod, pod)
+            with anyio.fail_after(20):
+                while not (slow.calls("ADD") and cached(dirs)):
+                    await anyio.sleep(0.02)
+            await other.gc([])  # fast is cached, slow is still adding: both in use
+            assert fast.calls("DEL") == [] and slow.calls("DEL") == []
+            assert [
+                a["containerID"] for a in fast.stdins("GC")[-1]["cni.dev/valid-attachments"]
+            ] == [pod.id]
+        assert cached(dirs) == [
+            f"fast-{pod.id}-eth0",
+            f"slow-{pod.id}-eth1",
+        ]
+        await one.tear_down_pod(pod)
+
+
+@pytest.mark.parametrize("cleanup", ["tear_down_pod", "gc"])
+async def test_recovery_waits_for_the_plugins_that_outlived_their_runtime(
+    dirs: dict[str, Path], net: Sandbox, cleanup: str
+) -> None:
+    """Plugins run in sessions of their own and outlive a SIGKILLed runtime. A DEL sent while
+    the orphaned ADD still runs would be undone when it finishes: recovery waits for it."""
+    fast, slow = FakePlugin(dirs["bin"], "fast-p"), FakePlugin(dirs["bin"], "slow-p")
+    slow.on("ADD", sleep=2)
+    write_conflist(dirs["conf"], "fast", [{"type": "fast-p"}])
+    write_conflist(dirs["conf"], "slow", [{"type": "slow-p"}])
+    netns = net.netns("victim")
+    cid = f"{net.prefix}-victim"
+    runtime = subprocess.Popen(
+        [sys.executable, "-c", DIE_DURING_SETUP, str(dirs["conf"]), str(dirs["bin"]),
+         str(dirs["cache"]), netns, cid]
+    )  # fmt: skip
+    try:
+        with anyio.fail_after(30):
+            while not (slow.calls("ADD") and cached(dirs)):
+                await anyio.sleep(0.02)
+        runtime.send_signal(signal.SIGKILL)
+        runtime.wait()
+        [orphan] = slow.calls("ADD")
+        assert alive(orphan["pid"])
+        async with CNIPlugin(str(dirs["conf"]), [str(dirs["bin"])], str(dirs["cache"])) as cni:
+            if cleanup == "tear_down_pod":
+                await cni.tear_down_pod(PodNetwork("victim", "ns", cid, "uid", netns))
+            else:
+                await cni.gc([])  # the orphan still runs: nothing of the pod is collected
+                assert fast.calls("DEL") == [] and slow.calls("DEL") == []
+                with anyio.fail_after(30):
+                    while alive(orphan["pid"]):
+                        await anyio.sleep(0.05)
+                await cni.gc([])
+        [delete] = slow.calls("DEL")
+        assert delete["time"] >= orphan["time"] + 2  # after the orphaned ADD had finished
+        assert len(fast.calls("DEL")) == 1
+        assert os.listdir(dirs["cache"] / "cni_async-intents") == []
+        assert os.listdir(dirs["cache"] / "results") == []
+    finally:
+        for call in slow.calls("ADD"):
+            kill_group(call["pid"])
+
+
+def cached(dirs: dict[str, Path]) -> list[str]:
+    results = dirs["cache"] / "results"
+    return sorted(os.listdir(results)) if results.exists() else []

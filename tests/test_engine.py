@@ -6,6 +6,7 @@ import base64
 import itertools
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import anyio
 import msgspec
 import pytest
 
+from cni_async import _engine, _results
 from cni_async._config import NetworkConfigList, parse_conflist
 from cni_async._engine import CNIEngine, RuntimeConf
 from cni_async._errors import (
@@ -594,3 +596,24 @@ async def test_validate_refuses_bad_network_names(engine: CNIEngine, a: FakePlug
     bad = parse_conflist(b'{"cniVersion":"1.1.0","name":"my net","plugins":[{"type":"plug-a"}]}')
     with pytest.raises(InvalidArgument):
         await engine.validate_network_list(bad)
+
+
+@pytest.mark.parametrize("count", [2, 20_000])
+async def test_a_huge_result_is_parsed_off_the_event_loop(
+    engine: CNIEngine, a: FakePlugin, monkeypatch: pytest.MonkeyPatch, count: int
+) -> None:
+    """A plugin printing tens of thousands of addresses must not stall every other pod while
+    it is parsed: outputs that large are decoded in a worker thread, small ones inline."""
+    ips = [{"address": f"10.{i // 65536}.{i // 256 % 256}.{i % 256}/32"} for i in range(count)]
+    a.on("ADD", stdout={"cniVersion": "1.1.0", "ips": ips})
+    threads: list[bool] = []
+    real = _results.parse_result
+
+    def parse(output: bytes, version: str) -> Any:
+        threads.append(threading.current_thread() is threading.main_thread())
+        return real(output, version)
+
+    monkeypatch.setattr(_engine, "parse_result", parse)
+    result = await engine.add_network_list(netlist(plugins=[{"type": "plug-a"}]), RT)
+    assert len(result.ips) == count  # type: ignore[union-attr]
+    assert threads == [count == 2]

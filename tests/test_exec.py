@@ -373,3 +373,15 @@ async def test_text_file_busy_wait_is_cancellable(fake: FakePlugin) -> None:
     finally:
         os.close(fd)
     assert fake.calls() == []
+
+
+async def test_a_failing_stderr_sink_does_not_fail_the_run(fake: FakePlugin) -> None:
+    """The run's outcome (a successful ADD, with its side effects) must not depend on where
+    its stderr goes: a closed or broken stderr of the caller is logged, not raised."""
+    fake.on("ADD", stderr="note from the plugin\n", stdout={"cniVersion": "1.0.0"})
+
+    def broken(path: str, data: bytes) -> None:
+        raise BrokenPipeError("stderr is gone")
+
+    out = await run(fake, stderr_sink=broken)
+    assert b"1.0.0" in out

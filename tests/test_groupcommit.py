@@ -25,9 +25,9 @@ def batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     sizes: list[int] = []
     write_batch = _groupcommit._write_batch
 
-    def counting(batch: list[Any], tmp_dir: str) -> None:
+    def counting(batch: list[Any], tmp_dir: str, *rest: Any) -> None:
         sizes.append(len(batch))
-        write_batch(batch, tmp_dir)
+        write_batch(batch, tmp_dir, *rest)
 
     monkeypatch.setattr(_groupcommit, "_write_batch", counting)
     return sizes

@@ -82,13 +82,13 @@ async def test_a_nul_byte_in_the_namespace_path_is_a_namespace_error() -> None:
         await loopback_is_up("/run/netns/pod\0x")
 
 
-@pytest.mark.parametrize("sub", ["cni_async-tmp", "cni_async-intents", "results"])
-async def test_a_symlinked_cache_sub_directory_is_never_used(tmp_path: Path, sub: str) -> None:
+@pytest.mark.parametrize("sub", ["cni_async-tmp", "cni_async-intents"])
+async def test_a_symlinked_cache_sub_directory_of_ours_is_never_used(
+    tmp_path: Path, sub: str
+) -> None:
     """Writes fail, and reads, listings and deletions never follow the link."""
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    victim = elsewhere / "net-c1-eth0"
-    victim.write_bytes(b'{"kind":"cniCacheV1","containerId":"c1"}')
     old = elsewhere / "old.1-1"  # what a stale temporary would be named
     old.write_bytes(b"")
     os.utime(old, (0, 0))
@@ -98,27 +98,44 @@ async def test_a_symlinked_cache_sub_directory_is_never_used(tmp_path: Path, sub
     (cache_dir / sub).symlink_to(elsewhere)
     cache = ResultCache(str(cache_dir))
     await cache.remove_stale_temporaries()
-    await cache.remove("net", "c1", "eth0")
     await cache.remove_intent("c1")
-    if sub == "results":  # listing it is refused: an empty answer would look like no entries
-        with pytest.raises(CacheError, match="not a real directory"):
-            await cache.attachments()
-    else:
-        assert await cache.attachments() == []
     assert await cache.intents() == {}
-    assert sorted(p.name for p in elsewhere.iterdir()) == sorted(
-        [victim.name, old.name, intents.name]
-    )
+    assert not cache.intent_in_use("c1")
     entry = CacheEntry(container_id="c2", network_name="net", if_name="eth0")
-    if sub != "cni_async-intents":  # the temporary directory serves both kinds of write
+    if sub == "cni_async-tmp":  # it serves both kinds of write
         with pytest.raises(CacheError, match="not a real directory"):
             await cache.write(entry)
-    if sub != "results":
-        with pytest.raises(CacheError, match="not a real directory"):
-            await cache.write_intent("c2", [entry])
-    assert sorted(p.name for p in elsewhere.iterdir()) == sorted(
-        [victim.name, old.name, intents.name]
-    )
+    with pytest.raises(CacheError, match="not a real directory"):
+        await cache.write_intent("c2", [entry])
+    assert sorted(p.name for p in elsewhere.iterdir()) == sorted([old.name, intents.name])
+
+
+async def test_results_may_be_a_link_to_a_trusted_directory_only(tmp_path: Path) -> None:
+    """libcni's results/ may have been moved and linked by an administrator: followed when
+    the target is a directory of ours (or root's) that nobody else can write to."""
+    moved = tmp_path / "moved"
+    moved.mkdir(mode=0o700)
+    cache_dir = tmp_path / "cache"
+    cache_dir.mkdir()
+    (cache_dir / "results").symlink_to(moved)
+    cache = ResultCache(str(cache_dir))
+    entry = CacheEntry(container_id="c1", network_name="net", if_name="eth0")
+    await cache.write(entry)
+    assert os.listdir(moved) == ["net-c1-eth0"]
+    assert [e.container_id for e in await cache.attachments()] == ["c1"]
+    moved.chmod(0o777)  # anyone may now plant entries there: not a cache to act on
+    with pytest.raises(CacheError, match="writable by group or others"):
+        await cache.attachments()
+    with pytest.raises(CacheError, match="writable by group or others"):
+        await cache.write(entry)
+    assert await cache.read("net", "c1", "eth0") is None
+    await cache.remove("net", "c1", "eth0")
+    assert os.listdir(moved) == ["net-c1-eth0"]
+    moved.chmod(0o700)
+    if os.geteuid() == 0:  # only root can give it away
+        os.chown(moved, 12345, 12345)
+        with pytest.raises(CacheError, match="owned by uid 12345"):
+            await cache.attachments()
 
 
 async def test_running_out_of_descriptors_is_not_blamed_on_the_namespace(

@@ -14,9 +14,9 @@ from typing import Any
 import anyio
 import pytest
 
-from cni_async._config import parse_conflist
+from cni_async._config import load_config_dir, parse_conflist
 from cni_async._engine import CNIEngine, RuntimeConf
-from cni_async._errors import InvalidArgument
+from cni_async._errors import ConfigError, InvalidArgument
 from cni_async._models import NetAttachment, PodNetwork, RuntimeConfig
 from cni_async._plugin import CNIPlugin
 
@@ -114,3 +114,25 @@ async def test_set_up_refuses_before_any_plugin_runs_and_gc_goes_on(
 def verbs(fake: FakePlugin) -> list[str]:
     """The commands a pod operation sent (VERSION probes belong to configuration loads)."""
     return [c for c in fake.commands() if c != "VERSION"]
+
+
+async def test_a_configuration_nested_to_the_decoders_limit_hides_nothing(
+    tmp_path: Path,
+) -> None:
+    """A .conf that decodes, but is two levels too deep once wrapped in a list (the depth
+    depends on the stack at the call), is one invalid file, never a RecursionError that takes
+    the directory down."""
+    depths = range(600, 1001)
+    for depth in depths:
+        nested = "[" * depth + "]" * depth
+        body = f'{{"cniVersion":"1.0.0","name":"deep{depth}","type":"x","a":{nested}}}'
+        (tmp_path / f"{depth}.conf").write_text(body)
+    (tmp_path / "zz.conf").write_text('{"cniVersion":"1.0.0","name":"ok","type":"x"}')
+    loaded = await load_config_dir(str(tmp_path))
+    names = {n.name for n in loaded.networks}
+    assert "ok" in names
+    assert len(names) + len(loaded.invalid) == len(depths) + 1
+    assert all(isinstance(error, ConfigError) for _, error in loaded.invalid)
+    # The window where decoding works and up-conversion does not, found and handled:
+    reasons = [str(error) for _, error in loaded.invalid]
+    assert any("nested too deeply to make a list of" in reason for reason in reasons)

@@ -35,7 +35,7 @@ from cni_async import (
 )
 
 from .support.netns import Sandbox
-from .support.plugins import FakePlugin, write_conflist
+from .support.plugins import FakePlugin, observed_plugin, two_networks, write_conflist
 
 pytestmark = [pytest.mark.anyio, pytest.mark.privileged]
 
@@ -45,16 +45,12 @@ SECRET_ARG = "arg-value-91c2"
 
 @pytest.fixture
 def fakes(dirs: dict[str, Path]) -> dict[str, FakePlugin]:
-    write_conflist(dirs["conf"], "neta", [{"type": "fa"}], filename="10-neta.conflist")
-    write_conflist(dirs["conf"], "netb", [{"type": "fb"}], filename="20-netb.conflist")
-    return {name: FakePlugin(dirs["bin"], name) for name in ("fa", "fb")}
+    return two_networks(dirs)
 
 
 def plugin(dirs: dict[str, Path], *observers: Observer, **kw: Any) -> CNIPlugin:
-    options: dict[str, Any] = {"watch": False, "cleanup_timeout": 10, **kw}
-    return CNIPlugin(
-        str(dirs["conf"]), [str(dirs["bin"])], str(dirs["cache"]), observers=observers, **options
-    )
+    plugin: CNIPlugin = observed_plugin(dirs, *observers, **kw)
+    return plugin
 
 
 def pod(net: Sandbox, *networks: str, name: str = "p1") -> PodNetwork:

@@ -255,7 +255,7 @@ async def test_failed_intent_rewrite_rolls_back(
     async def write_intent(container_id: str, attachments: list[CacheEntry], **kw: Any) -> None:
         nonlocal calls
         calls += 1
-        if calls == 2:  # the first records the set-up, the second settles it
+        if calls == 1:  # the set-up's own record is written (locked) by write_intent_held
             raise CacheError("disk full", path="intent")
         await write(container_id, attachments, **kw)
 

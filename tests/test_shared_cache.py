@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from cni_async._errors import InvalidArgument, NamespaceError, NetworkNotFound
+from cni_async._errors import InvalidArgument, NamespaceError, NetworkNotFound, PodNetworkError
 from cni_async._models import NetAttachment, PodNetwork
 from cni_async._plugin import CNIPlugin
 
@@ -88,7 +88,7 @@ async def test_gc_collects_only_the_networks_it_has_a_configuration_for(
     assert valid_attachments(fakes["fa"]) == [[]]
 
 
-async def test_gc_with_an_owner_leaves_other_runtimes_attachments_in_use(
+async def test_gc_with_an_owner_leaves_other_runtimes_attachments_alone(
     net: Sandbox,
     dirs: dict[str, Path],
     conf_dirs: dict[str, Path],
@@ -107,13 +107,14 @@ async def test_gc_with_an_owner_leaves_other_runtimes_attachments_in_use(
     assert cache_files(dirs) == sorted([f"neta-{mine.id}-eth0", f"neta-{theirs.id}-eth0"])
     [stale] = fakes["fa"].calls("DEL")
     assert stale["env"]["CNI_CONTAINERID"] == my_stale.id
-    # The other runtime's attachment is in use: the plugin must not release its address.
-    [valid] = valid_attachments(fakes["fa"])
-    assert sorted(a["containerID"] for a in valid) == sorted([mine.id, theirs.id])
+    # No GC verb: the plugin would free every attachment not listed, and another runtime's
+    # ADD in flight is in no cache yet.
+    assert fakes["fa"].calls("GC") == []
     # Without an owner, GC is libcni's and collects the other runtime's attachment too.
     async with runtime(conf_dirs["a"], dirs) as plain:
         await plain.gc([mine])
     assert cache_files(dirs) == [f"neta-{mine.id}-eth0"]
+    assert valid_attachments(fakes["fa"]) == [[{"containerID": mine.id, "ifname": "eth0"}]]
 
 
 @pytest.mark.parametrize("owner", ["", 7])
@@ -180,3 +181,21 @@ async def test_the_hosts_namespace_is_never_a_pods(
         assert add["env"]["CNI_NETNS"] == host
         await cni.tear_down_pod(on_host)
         assert fakes["fa"].calls("DEL")[-1]["env"]["CNI_NETNS"] == host
+
+
+async def test_teardown_sends_del_even_when_the_cache_cannot_be_used(
+    net: Sandbox,
+    dirs: dict[str, Path],
+    conf_dirs: dict[str, Path],
+    fakes: dict[str, FakePlugin],
+) -> None:
+    p = pod(net, "p1", "neta")
+    async with runtime(conf_dirs["a"], dirs) as cni:
+        await cni.set_up_pod(p)
+        (dirs["cache"] / "results").chmod(0o777)  # not a cache to act on any more
+        with pytest.raises(PodNetworkError) as info:
+            await cni.tear_down_pod(p)
+        assert [type(e).__name__ for e in info.value.errors] == ["CacheError"]
+        [delete] = fakes["fa"].calls("DEL")  # the network the pod names still got its DEL
+        assert delete["env"]["CNI_CONTAINERID"] == p.id
+        (dirs["cache"] / "results").chmod(0o700)

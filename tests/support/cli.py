@@ -51,6 +51,7 @@ def run_cli(
         [*cli_command(), *args],
         capture_output=True,
         text=True,
+        errors="replace",  # messages may quote a path that is not UTF-8
         env=cli_env(dirs, **env),
         cwd=cwd,
         timeout=60,

@@ -69,3 +69,20 @@ def write_conflist(
     tmp.write_text(json.dumps(body))
     os.replace(tmp, path)
     return path
+
+
+def two_networks(dirs: dict[str, Path]) -> dict[str, FakePlugin]:
+    """``neta`` (plugin ``fa``) and ``netb`` (plugin ``fb``), in that file order; the fakes."""
+    write_conflist(dirs["conf"], "neta", [{"type": "fa"}], filename="10-neta.conflist")
+    write_conflist(dirs["conf"], "netb", [{"type": "fb"}], filename="20-netb.conflist")
+    return {name: FakePlugin(dirs["bin"], name) for name in ("fa", "fb")}
+
+
+def observed_plugin(dirs: dict[str, Path], *observers: Any, **kw: Any) -> Any:
+    """A non-watching ``CNIPlugin`` on ``dirs`` with ``observers``."""
+    from cni_async._plugin import CNIPlugin
+
+    options: dict[str, Any] = {"watch": False, "cleanup_timeout": 10, **kw}
+    return CNIPlugin(
+        str(dirs["conf"]), [str(dirs["bin"])], str(dirs["cache"]), observers=observers, **options
+    )
