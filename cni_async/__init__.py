@@ -82,6 +82,9 @@ from ._models import NetResult as NetResult
 from ._models import PodNetwork as PodNetwork
 from ._models import PortMapping as PortMapping
 from ._models import RuntimeConfig as RuntimeConfig
+from ._namespaces import InterfaceState as InterfaceState
+from ._namespaces import Namespaces as Namespaces
+from ._namespaces import NetlinkNamespaces as NetlinkNamespaces
 from ._observe import Observer as Observer
 from ._observe import OperationInfo as OperationInfo
 from ._observe import PluginRunInfo as PluginRunInfo
@@ -128,6 +131,9 @@ __all__ = (
     "DEFAULT_CONF_DIR",
     "DEFAULT_INTERFACE_NAME",
     "DEFAULT_TIMEOUTS",
+    "Namespaces",
+    "NetlinkNamespaces",
+    "InterfaceState",
     # configuration events
     "watch_config",
     "ConfigWatcher",

@@ -9,20 +9,16 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
-
-import anyio
 
 from ._cache import CacheEntry
 from ._config import NetworkConfigList
 from ._engine import RuntimeConf
 from ._errors import ERR_INVALID_ENVIRONMENT_VARIABLES, CNIError, InvalidArgument, NetworkNotFound
 from ._models import NetAttachment, PodNetwork, capability_args
-from ._netns import host_namespace
 from ._results import Result, Result100, convert_result
 from ._snapshot import ConfigSnapshot
 from ._specversion import CURRENT_VERSION
@@ -161,28 +157,6 @@ def plan_networks(
         assert network is not None
         plan.append((network, ifname))
     return plan
-
-
-async def existing_netns(netns: str, *, allow_host: bool = False) -> str:
-    """``netns`` if that namespace still exists, else ``""`` (DEL accepts an empty CNI_NETNS).
-
-    The runtime's own namespace and PID 1's are ``""`` too (unless ``allow_host``): a DEL there
-    could delete the host's interface, while an empty ``CNI_NETNS`` still releases the IPAM.
-    """
-    await anyio.lowlevel.checkpoint()
-    if not netns or not _exists(netns):
-        return ""
-    if not allow_host and (who := host_namespace(netns)) is not None:
-        logger.warning(
-            "%s is %s network namespace, not a pod's: DEL gets an empty CNI_NETNS", netns, who
-        )
-        return ""
-    return netns
-
-
-def _exists(path: str) -> bool:
-    # A stat of a bind mount on tmpfs (/run/netns): not worth a worker thread.
-    return os.path.exists(path)
 
 
 def as_current(result: Result) -> Result100:

@@ -48,7 +48,6 @@ from typing import Any, Final
 import anyio
 import msgspec
 
-from ._attachments import existing_netns
 from ._cache import CacheEntry
 from ._config import ConfigDirectory, NetworkConfigList, load_config_dir
 from ._engine import CNIEngine, RuntimeConf
@@ -57,6 +56,7 @@ from ._exec import SpawnExecutor
 from ._files import read_regular_file
 from ._json import decode_like_go
 from ._models import NetAttachment, NetResult, PodNetwork
+from ._namespaces import NetlinkNamespaces, usable_netns
 from ._plugin import CNIPlugin
 from ._results import result_to_builtins
 from ._specversion import parse_version, version_at_least_or_false
@@ -377,7 +377,7 @@ async def _gc(
                 network,
                 RuntimeConf(
                     container_id=container_id,
-                    netns=await existing_netns(netns),
+                    netns=await usable_netns(NetlinkNamespaces(), netns),
                     ifname=entry.if_name,
                     args=tuple(entry.cni_args),
                     capability_args=entry.capability_args,

@@ -27,7 +27,6 @@ from ._attachments import (
     as_config_version,
     as_current,
     assign_ifnames,
-    existing_netns,
     intent_entry,
     plan_networks,
     runtime_conf,
@@ -62,7 +61,7 @@ from ._events import (
 from ._exec import PluginExecutor, held_lock
 from ._locks import KeyedLock, SharedGate
 from ._models import NetResult, PodNetwork
-from ._netns import host_namespace, interface_state, loopback_is_up, loopback_up_blocking
+from ._namespaces import Namespaces, NetlinkNamespaces, usable_netns
 from ._observe import Observer, operation_info
 from ._results import Interface, IPConfig, Result, Result100
 from ._snapshot import ConfigSnapshot, VersionCache, build_snapshot
@@ -132,6 +131,8 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
         ([`NamespaceError`][cni_async.NamespaceError]), since the plugins would configure the
         host's own network, and teardown and GC send DEL with an empty ``CNI_NETNS`` there (the
         IPAM is released; no interface of the host is deleted). libcni does not check.
+    :param namespaces: how the pod's network namespace is worked in
+        ([`NetlinkNamespaces`][cni_async.NetlinkNamespaces] by default; tests swap in fakes)
     """
 
     def __init__(
@@ -152,12 +153,14 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
         observers: Sequence[Observer] = (),
         owner: str | None = None,
         allow_host_netns: bool = False,
+        namespaces: Namespaces | None = None,
     ) -> None:
         if owner is not None and not (isinstance(owner, str) and owner):
             raise InvalidArgument(f"owner must be a non-empty string or None, not {owner!r}")
         self.conf_dir = conf_dir
         self._owner = owner or ""
         self._allow_host_netns = allow_host_netns
+        self._namespaces: Namespaces = namespaces or NetlinkNamespaces()
         self.watch = watch
         self._default_name = default_network or None
         self._engine = CNIEngine(
@@ -420,8 +423,11 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
                 raise plan
         return plan
 
+    async def _usable_netns(self, netns: str) -> str:
+        return await usable_netns(self._namespaces, netns, allow_host=self._allow_host_netns)
+
     def _refuse_host_netns(self, netns: str) -> None:
-        if not self._allow_host_netns and (who := host_namespace(netns)) is not None:
+        if not self._allow_host_netns and (who := self._namespaces.host_namespace(netns)):
             raise NamespaceError(
                 f"{netns} is {who} network namespace, not a pod's; if that is really meant, "
                 "pass allow_host_netns=True to CNIPlugin (cni-async pod: --allow-host-netns)",
@@ -506,7 +512,7 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
             for e in await cache.read_intent(container_id)
             if (e.network_name, e.if_name) not in ours
         ]
-        with loopback_up_blocking(netns) as bring_lo_up:
+        with self._namespaces.loopback_up(netns) as bring_lo_up:
             held = await cache.write_intent_held(
                 container_id, [*earlier, *map(intent_entry, attachments)], before=bring_lo_up
             )
@@ -655,7 +661,7 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
         async with self._operation("tear_down_pod", pod):
             validate_container_id(pod.id)  # inside: observers see a refused call too
             async with self._pod_locks.hold((pod.namespace, pod.name)):
-                netns = await existing_netns(pod.netns, allow_host=self._allow_host_netns)
+                netns = await self._usable_netns(pod.netns)
                 await self._wait_for_set_up_elsewhere(pod.id)
                 intent = await self._engine.cache.read_intent(pod.id)
                 attachments, errors = await self._teardown_targets(pod, netns, intent)
@@ -767,11 +773,7 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
             network,
             RuntimeConf(
                 container_id=entry.container_id,
-                netns=(
-                    await existing_netns(entry.netns, allow_host=self._allow_host_netns)
-                    if netns is None
-                    else netns
-                ),
+                netns=(await self._usable_netns(entry.netns) if netns is None else netns),
                 ifname=entry.if_name,
                 args=tuple(entry.cni_args),
                 capability_args=entry.capability_args,
@@ -795,7 +797,7 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
             self._refuse_host_netns(pod.netns)
             async with self._pod_locks.hold((pod.namespace, pod.name)):
                 attachments = await self._status_targets(pod)
-                if not await loopback_is_up(pod.netns):
+                if not await self._namespaces.loopback_is_up(pod.netns):
                     raise NamespaceError(
                         f"loopback is not up in the network namespace of pod "
                         f"{pod.namespace}/{pod.name}",
@@ -867,7 +869,7 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
         else:
             cached = await self._engine.get_cached_result(a.network, a.rt)
         if cached is None:
-            state = await interface_state(a.rt.netns, a.rt.ifname)
+            state = await self._namespaces.interface_state(a.rt.netns, a.rt.ifname)
             if state is None:
                 raise NamespaceError(
                     f"interface {a.rt.ifname!r} is not in the namespace", netns=a.rt.netns
