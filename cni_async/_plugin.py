@@ -64,7 +64,8 @@ from ._models import NetResult, PodNetwork
 from ._namespaces import Namespaces, NetlinkNamespaces, usable_netns
 from ._observe import Observer, operation_info
 from ._results import Interface, IPConfig, Result, Result100
-from ._snapshot import ConfigSnapshot, VersionCache, build_snapshot
+from ._snapshot import ConfigSnapshot
+from ._snapshot_build import VersionCache, build_snapshot
 from ._specversion import CURRENT_VERSION, version_at_least_or_false
 from ._validation import validate_cni_args, validate_container_id
 from ._watch import ConfigWatcher

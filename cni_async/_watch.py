@@ -34,7 +34,8 @@ from ._config import CONFIG_EXTENSIONS, PLUGIN_DIR_EXTENSIONS
 from ._engine import CNIEngine
 from ._errors import CNIError
 from ._events import ConfigEvent, WatcherDegraded, diff_snapshots
-from ._snapshot import ConfigSnapshot, VersionCache, build_snapshot
+from ._snapshot import ConfigSnapshot
+from ._snapshot_build import VersionCache, build_snapshot
 
 __all__ = ["ConfigWatcher", "SnapshotBuilder", "watch_config"]
 

@@ -34,7 +34,8 @@ from cni_async._events import (
 )
 from cni_async._models import NetAttachment, PodNetwork
 from cni_async._plugin import CNIPlugin
-from cni_async._snapshot import ConfigSnapshot, VersionCache, build_snapshot
+from cni_async._snapshot import ConfigSnapshot
+from cni_async._snapshot_build import VersionCache, build_snapshot
 from cni_async._watch import ConfigWatcher, watch_config
 
 from .support.netns import Sandbox
