@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from ._cache import CacheEntry
 from ._config import NetworkConfigList
 from ._engine import RuntimeConf
 from ._errors import ERR_INVALID_ENVIRONMENT_VARIABLES, CNIError, InvalidArgument, NetworkNotFound
@@ -89,19 +88,6 @@ def runtime_conf(
     validate_capability_args(caps)
     return RuntimeConf(
         container_id=pod.id, netns=netns, ifname=ifname, args=tuple(args), capability_args=caps
-    )
-
-
-def intent_entry(a: Attachment) -> CacheEntry:
-    """The record of an attachment about to be made (a cache entry without a result)."""
-    return CacheEntry(
-        container_id=a.rt.container_id,
-        config=a.network.bytes,
-        if_name=a.rt.ifname,
-        network_name=a.network.name,
-        netns=a.rt.netns,
-        cni_args=list(a.rt.args),
-        capability_args=dict(a.rt.capability_args),
     )
 
 

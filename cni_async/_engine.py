@@ -249,28 +249,34 @@ class CNIEngine:
 
     # -- chains -----------------------------------------------------------------------------
 
-    async def add_network_list(
-        self,
-        netlist: NetworkConfigList,
-        rt: RuntimeConf,
-        *,
-        after_cached: Callable[[], None] | None = None,
-    ) -> Result:
+    async def add_network_list(self, netlist: NetworkConfigList, rt: RuntimeConf) -> Result:
         """Run ADD through the chain in order and cache the final result.
 
         Each plugin gets the previous plugin's result as ``prevResult``. The returned result is
         the last plugin's, in the version that plugin printed. Nothing is rolled back on failure
-        (the SPEC puts the DEL on the caller).
-
-        ``after_cached`` (a blocking function) runs in the cache write's worker thread once the
-        entry is durable ([`CNIPlugin`][cni_async.CNIPlugin] drops its intent record there, saving a
-        thread hop); it does not run if the chain or the write failed.
+        (the SPEC puts the DEL on the caller). The two steps are
+        [`add_chain`][cni_async.CNIEngine.add_chain] and a cache write of
+        [`cache_entry`][cni_async.CNIEngine.cache_entry].
 
         :raises InvalidArgument: if the container ID, network name, ifname or args are invalid
         :raises PluginNotFound: if a plugin binary is missing
         :raises PluginError: if a plugin failed
         :raises ProtocolError: if a plugin printed something that is not a valid result
         :raises CacheError: if the result could not be cached (the plugins did run)
+        """
+        result = await self.add_chain(netlist, rt)
+        await self.cache.write(self.cache_entry(netlist, rt, result))
+        return result
+
+    async def add_chain(self, netlist: NetworkConfigList, rt: RuntimeConf) -> Result:
+        """Run ADD through the chain in order, as ``add_network_list`` does, without caching
+        the result: for a caller that writes the cache entry itself (together with records of
+        its own, say).
+
+        :raises InvalidArgument: if the container ID, network name, ifname or args are invalid
+        :raises PluginNotFound: if a plugin binary is missing
+        :raises PluginError: if a plugin failed
+        :raises ProtocolError: if a plugin printed something that is not a valid result
         """
         _validate_request(netlist, rt)
         if not netlist.plugins:
@@ -287,20 +293,24 @@ class CNIEngine:
                 netlist.name, plugin, "ADD", stdin, rt, _result_decoder(netlist, plugin)
             )
         assert result is not None
-        await self.cache.write(
-            CacheEntry(
-                container_id=rt.container_id,
-                config=netlist.bytes,
-                if_name=rt.ifname,
-                network_name=netlist.name,
-                netns=rt.netns,
-                cni_args=list(rt.args),
-                capability_args=dict(rt.capability_args),
-                result=result_to_builtins(result),
-            ),
-            then=after_cached,
-        )
         return result
+
+    @staticmethod
+    def cache_entry(
+        netlist: NetworkConfigList, rt: RuntimeConf, result: Result | None
+    ) -> CacheEntry:
+        """The cache entry of an attachment of ``netlist`` with ``rt``, as libcni writes it
+        (``result`` ``None``: the record of an attachment about to be made)."""
+        return CacheEntry(
+            container_id=rt.container_id,
+            config=netlist.bytes,
+            if_name=rt.ifname,
+            network_name=netlist.name,
+            netns=rt.netns,
+            cni_args=list(rt.args),
+            capability_args=dict(rt.capability_args),
+            result=result_to_builtins(result) if result is not None else None,
+        )
 
     async def check_network_list(
         self, netlist: NetworkConfigList, rt: RuntimeConf

@@ -27,7 +27,6 @@ from ._attachments import (
     as_config_version,
     as_current,
     assign_ifnames,
-    intent_entry,
     plan_networks,
     runtime_conf,
 )
@@ -515,7 +514,9 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
         ]
         with self._namespaces.loopback_up(netns) as bring_lo_up:
             held = await cache.write_intent_held(
-                container_id, [*earlier, *map(intent_entry, attachments)], before=bring_lo_up
+                container_id,
+                [*earlier, *(CNIEngine.cache_entry(a.network, a.rt, None) for a in attachments)],
+                before=bring_lo_up,
             )
         return earlier, held
 
@@ -553,8 +554,9 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
                 a = attachments[0]
                 remove = None if earlier else self._engine.cache.intent_remover(pod.id)
                 try:
-                    results[0] = await self._engine.add_network_list(
-                        a.network, a.rt, after_cached=remove
+                    results[0] = result = await self._engine.add_chain(a.network, a.rt)
+                    await self._engine.cache.write(
+                        CNIEngine.cache_entry(a.network, a.rt, result), then=remove
                     )
                     settled = remove is not None
                 except CNIError as exc:
