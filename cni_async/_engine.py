@@ -33,6 +33,7 @@ from ._errors import (
     VersionError,
 )
 from ._exec import PluginExecutor, SpawnExecutor, cni_env
+from ._fanout import errors_by_index
 from ._json import decode_like_go
 from ._observe import Observer, Observers, PluginRunInfo, observed_env
 from ._results import Result, convert_result, parse_result, result_from_builtins, result_to_builtins
@@ -492,17 +493,15 @@ class CNIEngine:
         validate_network_name(netlist.name)
         ask = version_info or self.get_version_info
         expected = netlist.cni_version or "0.1.0"
-        failures: dict[int, CNIError] = {}  # by plugin index: reported in chain order
 
-        async def probe(index: int, plugin: PluginConfig) -> None:
+        async def probe(_: int, plugin: PluginConfig) -> None:
             try:
                 info = await ask(plugin.type)
             except CNIError as exc:
                 exc.add_context(network=netlist.name)
-                failures[index] = exc
-                return
+                raise
             if expected not in info.supported_versions:
-                failures[index] = VersionError(
+                raise VersionError(
                     f"plugin {plugin.type} does not support config version {expected!r} "
                     f"(it supports {', '.join(info.supported_versions)})",
                     plugin=plugin.type,
@@ -510,10 +509,8 @@ class CNIEngine:
                     network=netlist.name,
                 )
 
-        async with anyio.create_task_group() as tg:
-            for index, plugin in enumerate(netlist.plugins):
-                tg.start_soon(probe, index, plugin)
-        errors = [failures[i] for i in sorted(failures)]
+        failures = await errors_by_index(netlist.plugins, probe)
+        errors = [failures[i] for i in sorted(failures)]  # in chain order
         if len(errors) == 1:
             raise errors[0]
         if errors:

@@ -15,9 +15,9 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Final, Self
+from typing import Final, Self
 
 import anyio
 
@@ -58,6 +58,7 @@ from ._events import (
     diff_snapshots,
 )
 from ._exec import PluginExecutor, held_lock
+from ._fanout import errors_by_index, for_each
 from ._locks import KeyedLock, SharedGate
 from ._models import NetResult, PodNetwork
 from ._namespaces import Namespaces, NetlinkNamespaces, usable_netns
@@ -75,17 +76,6 @@ logger = logging.getLogger("cni_async.pod")
 
 DEFAULT_CONF_DIR: Final = "/etc/cni/net.d"
 DEFAULT_BIN_DIR: Final = "/opt/cni/bin"
-
-
-async def _for_each(count: int, run: Callable[[int], Coroutine[Any, Any, None]]) -> None:
-    """Run ``run(index)`` for every index at once; a single one is awaited directly (a task
-    group costs more than the whole of a fast plugin's run)."""
-    if count == 1:
-        await run(0)
-        return
-    async with anyio.create_task_group() as tg:
-        for index in range(count):
-            tg.start_soon(run, index)
 
 
 class CNIPlugin(anyio.AsyncContextManagerMixin):
@@ -646,7 +636,7 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
                 errors[index] = exc
             finished.add(index)
 
-        await _for_each(len(attachments), detach)
+        await for_each(len(attachments), detach)
 
     # -- teardown -----------------------------------------------------------------------------
 
@@ -807,16 +797,15 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
                         netns=pod.netns,
                     )
                 results: dict[int, NetResult] = {}
-                errors: dict[int, CNIError] = {}
 
-                async def status(index: int) -> None:
+                async def status(index: int, a: Attachment) -> None:
                     try:
-                        results[index] = await self._network_status(attachments[index])
+                        results[index] = await self._network_status(a)
                     except CNIError as exc:
-                        exc.add_context(network=attachments[index].network.name)
-                        errors[index] = exc
+                        exc.add_context(network=a.network.name)
+                        raise
 
-                await _for_each(len(attachments), status)
+                errors = await errors_by_index(attachments, status)
             if errors:
                 raise PodNetworkError(
                     f"{pod.namespace}/{pod.name}", "status", [errors[i] for i in sorted(errors)]
@@ -992,9 +981,12 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
                             )
                     errors.extend(failed)
 
-            async with anyio.create_task_group() as tg:
-                for key, group in stale.items():
-                    tg.start_soon(collect, key, group)
+            groups = list(stale.items())
+
+            async def collect_group(index: int) -> None:
+                await collect(*groups[index])
+
+            await for_each(len(groups), collect_group)
 
             found_stale = {
                 (e.container_id, e.network_name, e.if_name)

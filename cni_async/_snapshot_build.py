@@ -17,6 +17,7 @@ import anyio
 from ._config import ConfigDirectory, NetworkConfigList, load_config_dir
 from ._engine import CNIEngine, PluginInfo
 from ._errors import CNIError
+from ._fanout import errors_by_index
 from ._snapshot import ConfigSnapshot
 
 __all__ = ["VersionCache", "build_snapshot"]
@@ -129,26 +130,18 @@ async def build_snapshot(
                 names.add(network.name)
                 kept.add(path)
     candidates.sort(key=lambda n: os.fsencode(n.path or ""))
-    verdicts: dict[int, CNIError | None] = {}
 
-    async def check(index: int, network: NetworkConfigList) -> None:
-        try:
-            await engine.validate_network_list(network, version_info=versions.version_info)
-        except CNIError as exc:
-            verdicts[index] = exc
-        else:
-            verdicts[index] = None
+    async def check(_: int, network: NetworkConfigList) -> None:
+        await engine.validate_network_list(network, version_info=versions.version_info)
 
-    async with anyio.create_task_group() as tg:
-        for index, network in enumerate(candidates):
-            tg.start_soon(check, index, network)
+    failures = await errors_by_index(candidates, check)
 
     usable: list[NetworkConfigList] = []
     taken: set[str] = set()
     shadowed = {id(n) for n in directory.shadowed}
     promoted: set[str] = set()  # later copies of a name now in use: no longer "duplicates"
     for index, network in enumerate(candidates):
-        error = verdicts[index]
+        error = failures.get(index)
         if network.name in taken:
             continue  # a later copy: its "duplicate" error is recorded already
         if error is None:
