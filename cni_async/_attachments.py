@@ -8,12 +8,12 @@ interface names, building each attachment's runtime parameters, and turning resu
 from __future__ import annotations
 
 import ipaddress
-import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from ._cache import CacheEntry
 from ._config import NetworkConfigList
 from ._engine import RuntimeConf
 from ._errors import ERR_INVALID_ENVIRONMENT_VARIABLES, CNIError, InvalidArgument, NetworkNotFound
@@ -27,8 +27,6 @@ from ._validation import (
     validate_ifname,
     validate_netns,
 )
-
-logger = logging.getLogger("cni_async")
 
 DEFAULT_INTERFACE_NAME: Final = "eth0"
 _MAC: Final = re.compile(r"[0-9a-fA-F]{2}([:-])[0-9a-fA-F]{2}(\1[0-9a-fA-F]{2}){4}")
@@ -156,3 +154,20 @@ def as_config_version(result: Result, network: NetworkConfigList) -> Result:
         return convert_result(result, network.cni_version)
     except CNIError:
         return result
+
+
+def requested(
+    pod: PodNetwork, cached: Mapping[tuple[str, str], CacheEntry]
+) -> list[tuple[str, str]]:
+    """The (network, ifname) pairs ``pod`` names, or with none named, every cached one.
+
+    A request without an explicit ifname matches what the cache recorded for that network.
+    """
+    if not pod.networks:
+        return list(cached)
+    wanted: list[tuple[str, str]] = []
+    assigned = assign_ifnames(pod.networks)
+    for request, (name, ifname) in zip(pod.networks, assigned, strict=True):
+        recorded = [key for key in cached if key[0] == name] if not request.ifname else []
+        wanted.extend(recorded or [(name, ifname)])
+    return list(dict.fromkeys(wanted))

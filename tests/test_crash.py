@@ -202,3 +202,40 @@ async def test_recovery_waits_for_the_plugins_that_outlived_their_runtime(
 def cached(dirs: dict[str, Path]) -> list[str]:
     results = dirs["cache"] / "results"
     return sorted(os.listdir(results)) if results.exists() else []
+
+
+async def test_a_new_set_up_waits_for_the_plugins_of_a_killed_one(
+    dirs: dict[str, Path], net: Sandbox
+) -> None:
+    """The kubelet retries a set-up after its runtime restarts: the retry's ADDs must not run
+    beside the orphaned ADD of the same container."""
+    FakePlugin(dirs["bin"], "fast-p")
+    slow = FakePlugin(dirs["bin"], "slow-p")
+    slow.on("ADD", sleep=2)
+    write_conflist(dirs["conf"], "fast", [{"type": "fast-p"}])
+    write_conflist(dirs["conf"], "slow", [{"type": "slow-p"}])
+    netns = net.netns("victim")
+    cid = f"{net.prefix}-victim"
+    runtime = subprocess.Popen(
+        [sys.executable, "-c", DIE_DURING_SETUP, str(dirs["conf"]), str(dirs["bin"]),
+         str(dirs["cache"]), netns, cid]
+    )  # fmt: skip
+    try:
+        with anyio.fail_after(30):
+            while not (slow.calls("ADD") and cached(dirs)):
+                await anyio.sleep(0.02)
+        runtime.send_signal(signal.SIGKILL)
+        runtime.wait()
+        [orphan] = slow.calls("ADD")
+        slow.on("ADD")  # the retry's ADD is quick
+        pod = PodNetwork(
+            "victim", "ns", cid, "uid", netns, [NetAttachment("fast"), NetAttachment("slow")]
+        )
+        async with CNIPlugin(str(dirs["conf"]), [str(dirs["bin"])], str(dirs["cache"])) as cni:
+            await cni.set_up_pod(pod)
+            [_, retry] = slow.calls("ADD")
+            assert retry["time"] >= orphan["time"] + 2  # after the orphaned ADD had finished
+            await cni.tear_down_pod(pod)
+    finally:
+        for call in slow.calls("ADD"):
+            kill_group(call["pid"])

@@ -636,7 +636,7 @@ async def test_lock_wait_is_cancellable(
             await cni.tear_down_pod(p)  # waits for the pod's lock, then gives up
         assert scope.cancelled_caught
     assert fakes["fa"].calls("DEL") == []
-    assert len(cni._pod_locks) == 0
+    assert len(cni._pods.pod_locks) == 0
 
 
 async def test_teardown_from_cache_includes_subdirectory_plugins(

@@ -1,0 +1,174 @@
+"""``ConfigSource``: the one owner of a plugin's configuration.
+
+It holds the snapshot in use, the generation counter, the default network's name, the reload
+lock and the hub that publishes configuration events. Reloads happen here, whether asked for,
+made by the watcher, or forced by a request for a network that is not loaded; pod operations
+only read ``snapshot`` (one reference, swapped by a reload) and ask ``plan`` for a pod's
+networks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import anyio
+
+from ._attachments import plan_networks
+from ._config import NetworkConfigList
+from ._engine import CNIEngine
+from ._errors import NetworkNotFound
+from ._events import (
+    ConfigEvent,
+    DefaultNetworkChanged,
+    EventHub,
+    EventSubscription,
+    FileInvalid,
+    NetworkAdded,
+    NetworkChanged,
+    NetworkRemoved,
+    NotReady,
+    Reloaded,
+    WatcherDegraded,
+    diff_snapshots,
+)
+from ._models import PodNetwork
+from ._observe import Observers
+from ._snapshot import ConfigSnapshot
+from ._snapshot_build import VersionCache, build_snapshot
+from ._watch import ConfigWatcher
+
+__all__ = ["ConfigSource"]
+
+logger = logging.getLogger("cni_async.pod")
+
+Plan = list[tuple[NetworkConfigList, str]]
+
+
+class ConfigSource:
+    """The configuration of one plugin: built, swapped in and published here only.
+
+    :param conf_dir: the configuration directory
+    :param engine: runs the VERSION probes that validate each network
+    :param observers: told of every reload that is installed
+    :param default_name: a fixed default network, or ``None`` for the first valid one
+    """
+
+    def __init__(
+        self,
+        conf_dir: str,
+        engine: CNIEngine,
+        observers: Observers,
+        *,
+        default_name: str | None,
+    ) -> None:
+        self.conf_dir = conf_dir
+        self.default_name = default_name
+        self._engine = engine
+        self._observers = observers
+        self._versions = VersionCache(engine)
+        self._generation = 0
+        self._reload_lock = anyio.Lock()
+        self.snapshot = ConfigSnapshot(conf_dir=conf_dir)
+        self.events = EventHub()
+
+    def subscribe(self) -> EventSubscription:
+        """A subscription that starts with the current state, then every change."""
+        return self.events.subscribe(
+            diff_snapshots(None, self.snapshot, default_name=self.default_name)
+        )
+
+    async def build(self, previous: ConfigSnapshot | None) -> ConfigSnapshot:
+        """A new generation of the configuration (not installed): for ``reload`` and for the
+        watcher, whose reloads ``follow`` installs."""
+        self._generation += 1
+        return await build_snapshot(
+            self.conf_dir,
+            self._engine,
+            self._versions,
+            default_name=self.default_name,
+            generation=self._generation,
+            previous=previous,
+        )
+
+    def install(self, snapshot: ConfigSnapshot, events: Sequence[ConfigEvent]) -> None:
+        """Swap in ``snapshot`` (unless a newer one is in place) and publish ``events``."""
+        if snapshot.generation > self.snapshot.generation:
+            self.snapshot = snapshot
+        for event in events:
+            if isinstance(event, FileInvalid):
+                logger.warning("CNI configuration %s is invalid: %s", event.path, event.reason)
+            elif isinstance(event, NetworkAdded | NetworkRemoved | NetworkChanged | NotReady):
+                logger.info("CNI configuration: %s", event)
+            elif isinstance(event, DefaultNetworkChanged):
+                logger.info("default CNI network is now %s", event.current)
+            elif isinstance(event, Reloaded) and event.generation == self.snapshot.generation:
+                self._observers.reloaded(self.snapshot)
+        self.events.publish(events)
+
+    def install_first(self, snapshot: ConfigSnapshot) -> None:
+        """Install the watcher's first snapshot, published as a whole (as ``reload`` does)."""
+        self.install(snapshot, diff_snapshots(None, snapshot, default_name=self.default_name))
+
+    async def follow(self, watcher: ConfigWatcher) -> None:
+        """Install every reload the watcher makes (run in a task of the plugin's).
+
+        Changes are published as the difference from the snapshot in use, as ``reload`` does:
+        the watcher's own events are the difference from its previous snapshot, which a
+        ``reload`` in between may have replaced (its events would come twice). Never raises:
+        a failing watcher is logged and published as ``WatcherDegraded``.
+        """
+        try:
+            async for event in watcher:
+                snapshot = watcher.snapshot
+                assert snapshot is not None
+                if isinstance(event, WatcherDegraded):
+                    self.install(snapshot, [event])
+                elif snapshot.generation > self.snapshot.generation:
+                    # The first event of a reload: publish all of it at once. The rest of its
+                    # events, and those of a snapshot older than the one in use, are skipped.
+                    self.install(
+                        snapshot,
+                        diff_snapshots(
+                            self.snapshot if self.snapshot.generation else None,
+                            snapshot,
+                            default_name=self.default_name,
+                        ),
+                    )
+        except Exception as exc:  # never let a watcher bug cancel the caller's block
+            logger.exception("the CNI config watcher failed; reloading only on a miss from now")
+            self.events.publish([WatcherDegraded(f"watcher failed: {exc!r}", 0.0)])
+
+    async def reload(self) -> ConfigSnapshot:
+        """Load the configuration directory again and swap in the new snapshot."""
+        async with self._reload_lock:
+            return await self._reload_locked()
+
+    async def _reload_locked(self) -> ConfigSnapshot:
+        previous = self.snapshot
+        snapshot = await self.build(previous if previous.generation else None)
+        self.install(
+            snapshot,
+            diff_snapshots(
+                previous if previous.generation else None,
+                snapshot,
+                default_name=self.default_name,
+            ),
+        )
+        return self.snapshot
+
+    async def reload_on_miss(self, seen: ConfigSnapshot) -> ConfigSnapshot:
+        """Reload once after ``seen`` lacked something, unless somebody did meanwhile."""
+        async with self._reload_lock:
+            if self.snapshot.generation != seen.generation:
+                return self.snapshot
+            return await self._reload_locked()
+
+    async def plan(self, pod: PodNetwork) -> Plan | NetworkNotFound:
+        """The (network, ifname) pairs of ``pod``, in request order, reloading once on a
+        miss; the ``NetworkNotFound`` (not raised) when that did not help either."""
+        snapshot = self.snapshot
+        plan = plan_networks(snapshot, pod, self.default_name)
+        if isinstance(plan, NetworkNotFound):
+            plan = plan_networks(await self.reload_on_miss(snapshot), pod, self.default_name)
+        return plan
