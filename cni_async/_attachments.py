@@ -15,10 +15,10 @@ from typing import Final
 
 from ._cache import CacheEntry
 from ._config import NetworkConfigList
-from ._engine import RuntimeConf
 from ._errors import ERR_INVALID_ENVIRONMENT_VARIABLES, CNIError, InvalidArgument, NetworkNotFound
 from ._models import NetAttachment, PodNetwork, capability_args
 from ._results import Result, Result100, convert_result
+from ._runtime import RuntimeConf
 from ._snapshot import ConfigSnapshot
 from ._specversion import CURRENT_VERSION
 from ._validation import (

@@ -3,8 +3,8 @@
 It holds the snapshot in use, the generation counter, the default network's name, the reload
 lock and the hub that publishes configuration events. Reloads happen here, whether asked for,
 made by the watcher, or forced by a request for a network that is not loaded; pod operations
-only read ``snapshot`` (one reference, swapped by a reload) and ask ``plan`` for a pod's
-networks.
+only read ``snapshot`` (one reference, swapped by a reload), and ``reload_on_miss`` when it
+lacks a network they were asked for.
 """
 
 from __future__ import annotations
@@ -14,10 +14,7 @@ from collections.abc import Sequence
 
 import anyio
 
-from ._attachments import plan_networks
-from ._config import NetworkConfigList
 from ._engine import CNIEngine
-from ._errors import NetworkNotFound
 from ._events import (
     ConfigEvent,
     DefaultNetworkChanged,
@@ -32,7 +29,6 @@ from ._events import (
     WatcherDegraded,
     diff_snapshots,
 )
-from ._models import PodNetwork
 from ._observe import Observers
 from ._snapshot import ConfigSnapshot
 from ._snapshot_build import VersionCache, build_snapshot
@@ -41,8 +37,6 @@ from ._watch import ConfigWatcher
 __all__ = ["ConfigSource"]
 
 logger = logging.getLogger("cni_async.pod")
-
-Plan = list[tuple[NetworkConfigList, str]]
 
 
 class ConfigSource:
@@ -163,12 +157,3 @@ class ConfigSource:
             if self.snapshot.generation != seen.generation:
                 return self.snapshot
             return await self._reload_locked()
-
-    async def plan(self, pod: PodNetwork) -> Plan | NetworkNotFound:
-        """The (network, ifname) pairs of ``pod``, in request order, reloading once on a
-        miss; the ``NetworkNotFound`` (not raised) when that did not help either."""
-        snapshot = self.snapshot
-        plan = plan_networks(snapshot, pod, self.default_name)
-        if isinstance(plan, NetworkNotFound):
-            plan = plan_networks(await self.reload_on_miss(snapshot), pod, self.default_name)
-        return plan

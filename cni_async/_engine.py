@@ -37,67 +37,17 @@ from ._fanout import errors_by_index
 from ._json import decode_like_go
 from ._observe import Observer, Observers, PluginRunInfo, observed_env
 from ._results import Result, convert_result, parse_result, result_from_builtins, result_to_builtins
+from ._runtime import DEFAULT_TIMEOUTS, PluginInfo, RuntimeConf, version_decoder
 from ._specversion import CURRENT_VERSION, version_at_least, version_at_least_or_false
-from ._validation import (
-    validate_attachment,
-    validate_capability_args,
-    validate_cni_args,
-    validate_container_id,
-    validate_netns,
-    validate_network_name,
-)
+from ._validation import validate_container_id, validate_network_name, validate_request
 
-__all__ = ["DEFAULT_TIMEOUTS", "CNIEngine", "PluginInfo", "RuntimeConf"]
+__all__ = ["CNIEngine"]
 
 logger = logging.getLogger("cni_async.engine")
 
 T = TypeVar("T")
 
 _VERSION_STDIN: Final = msgspec.json.encode({"cniVersion": CURRENT_VERSION})
-
-DEFAULT_TIMEOUTS: Final[Mapping[str, float | None]] = {
-    "ADD": 120.0,
-    "CHECK": 60.0,
-    "DEL": 120.0,
-    "VERSION": 10.0,
-    "STATUS": 30.0,
-    "GC": 120.0,
-}
-"""Default limits on one plugin run per verb, in seconds (libcni has none: a hung plugin
-hangs the runtime)."""
-
-
-class RuntimeConf(msgspec.Struct, frozen=True, kw_only=True):
-    """The per-attachment parameters of one operation (libcni's ``RuntimeConf``).
-
-    :ivar container_id: the container (sandbox) ID, sent as ``CNI_CONTAINERID``
-    :ivar netns: the network namespace path, sent as ``CNI_NETNS`` (may be empty on DEL)
-    :ivar ifname: the interface name inside the namespace, sent as ``CNI_IFNAME``
-    :ivar args: ``CNI_ARGS`` pairs, in order
-    :ivar capability_args: capability arguments; each plugin gets, as ``runtimeConfig``, only
-        those its configuration declares in ``capabilities``
-    """
-
-    container_id: str
-    netns: str = ""
-    ifname: str = "eth0"
-    args: tuple[tuple[str, str], ...] = ()
-    capability_args: Mapping[str, Any] = msgspec.field(default_factory=dict)
-
-
-class PluginInfo(msgspec.Struct, frozen=True):
-    """A plugin's answer to VERSION."""
-
-    cni_version: str = msgspec.field(name="cniVersion")
-    supported_versions: tuple[str, ...] = msgspec.field(default=(), name="supportedVersions")
-
-
-class _VersionAnswer(msgspec.Struct):
-    cni_version: str = msgspec.field(default="", name="cniVersion")
-    supported_versions: list[str] | None = msgspec.field(default=None, name="supportedVersions")
-
-
-_version_decoder: Final = msgspec.json.Decoder(_VersionAnswer)
 
 
 class CNIEngine:
@@ -279,7 +229,7 @@ class CNIEngine:
         :raises PluginError: if a plugin failed
         :raises ProtocolError: if a plugin printed something that is not a valid result
         """
-        _validate_request(netlist, rt)
+        validate_request(netlist.name, rt)
         if not netlist.plugins:
             raise ConfigError("the network has no plugins", path=netlist.path, network=netlist.name)
         result: Result | None = None
@@ -327,7 +277,7 @@ class CNIEngine:
         :raises CacheError: if the cached result exists but cannot be used
         :raises PluginError: the first plugin failure (later plugins are not run)
         """
-        _validate_request(netlist, rt)
+        validate_request(netlist.name, rt)
         if not version_at_least(netlist.cni_version, "0.4.0"):
             raise CheckNotSupported(
                 f"configuration version {netlist.cni_version!r} does not support the CHECK "
@@ -360,7 +310,7 @@ class CNIEngine:
         :raises PluginError: the first plugin failure (or the only one, with ``keep_going``)
         :raises MultipleErrors: with ``keep_going``, if several plugins failed
         """
-        _validate_request(netlist, rt)
+        validate_request(netlist.name, rt)
         if not netlist.plugins:
             raise ConfigError("the network has no plugins", path=netlist.path, network=netlist.name)
         prev: dict[str, Any] | None = None
@@ -445,7 +395,7 @@ class CNIEngine:
                 return PluginInfo(cni_version="0.1.0", supported_versions=("0.1.0",))
             raise
         try:
-            answer = decode_like_go(_version_decoder, out)
+            answer = decode_like_go(version_decoder, out)
         except msgspec.DecodeError as exc:
             raise ProtocolError(
                 f"decoding version info: {exc}", plugin=plugin_type, verb="VERSION"
@@ -642,12 +592,3 @@ def _result_decoder(netlist: NetworkConfigList, plugin: PluginConfig) -> Callabl
             raise
 
     return decode
-
-
-def _validate_request(netlist: NetworkConfigList, rt: RuntimeConf) -> None:
-    """:raises InvalidArgument: if ``rt`` could not be sent to ``netlist``'s plugins as it is
-    (before any plugin runs, so nothing is half-done)."""
-    validate_attachment(rt.container_id, netlist.name, rt.ifname)
-    validate_cni_args(rt.args)
-    validate_netns(rt.netns)
-    validate_capability_args(rt.capability_args)

@@ -14,17 +14,19 @@ from dataclasses import dataclass, field
 
 import anyio
 
-from ._attachments import Attachment, runtime_conf
+from ._attachments import Attachment, plan_networks, runtime_conf
 from ._cache import CacheEntry
-from ._config import NetworkConfigList, parse_conflist, with_directory_plugins
+from ._config import NetworkConfigList, parse_conflist
+from ._confload import with_directory_plugins
 from ._confsource import ConfigSource
-from ._engine import DEFAULT_TIMEOUTS, CNIEngine, RuntimeConf
+from ._engine import CNIEngine
 from ._errors import CNIError, ConfigError, NamespaceError, NetworkNotFound
 from ._fanout import for_each
 from ._locks import KeyedLock, SharedGate
 from ._models import PodNetwork
 from ._namespaces import Namespaces, usable_netns
 from ._observe import Observers
+from ._runtime import DEFAULT_TIMEOUTS, RuntimeConf
 from ._snapshot import ConfigSnapshot
 
 __all__ = ["PodContext"]
@@ -54,6 +56,17 @@ class PodContext:
     @property
     def conf_dir(self) -> str:
         return self.source.conf_dir
+
+    async def plan(self, pod: PodNetwork) -> list[tuple[NetworkConfigList, str]] | NetworkNotFound:
+        """The (network, ifname) pairs of ``pod``, in request order, reloading once on a
+        miss; the ``NetworkNotFound`` (not raised) when that did not help either."""
+        source = self.source
+        snapshot = source.snapshot
+        plan = plan_networks(snapshot, pod, source.default_name)
+        if isinstance(plan, NetworkNotFound):
+            snapshot = await source.reload_on_miss(snapshot)
+            plan = plan_networks(snapshot, pod, source.default_name)
+        return plan
 
     def runtime_conf(self, pod: PodNetwork, network: str, ifname: str, netns: str) -> RuntimeConf:
         return runtime_conf(pod, network, ifname, netns, self.cni_args)

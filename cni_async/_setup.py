@@ -33,7 +33,7 @@ logger = logging.getLogger("cni_async.pod")
 async def set_up(ctx: PodContext, pod: PodNetwork) -> list[NetResult]:
     """``CNIPlugin.set_up_pod`` once the call is admitted (see its docstring)."""
     ctx.refuse_host_netns(pod.netns)
-    plan = await ctx.source.plan(pod)
+    plan = await ctx.plan(pod)
     if isinstance(plan, NetworkNotFound):
         raise plan
     attachments = [

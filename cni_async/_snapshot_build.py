@@ -14,10 +14,12 @@ import os
 
 import anyio
 
-from ._config import ConfigDirectory, NetworkConfigList, load_config_dir
-from ._engine import CNIEngine, PluginInfo
+from ._config import NetworkConfigList
+from ._confload import ConfigDirectory, load_config_dir
+from ._engine import CNIEngine
 from ._errors import CNIError
 from ._fanout import errors_by_index
+from ._runtime import PluginInfo
 from ._snapshot import ConfigSnapshot
 
 __all__ = ["VersionCache", "build_snapshot"]

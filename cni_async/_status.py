@@ -52,7 +52,7 @@ async def _targets(ctx: PodContext, pod: PodNetwork) -> list[Attachment]:
 
     :raises NetworkNotFound: a network has neither a configuration nor a cached attachment
     """
-    plan = await ctx.source.plan(pod)
+    plan = await ctx.plan(pod)
     if not isinstance(plan, NetworkNotFound):
         return [
             Attachment(net, ctx.runtime_conf(pod, net.name, ifname, pod.netns))

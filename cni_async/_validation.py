@@ -26,6 +26,7 @@ from ._errors import (
     ERR_UNKNOWN_CONTAINER,
     InvalidArgument,
 )
+from ._runtime import RuntimeConf
 
 _NAME: Final = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*")
 # Go's unicode.IsSpace: ASCII whitespace plus U+0085, U+00A0 and Unicode White_Space.
@@ -211,3 +212,12 @@ def go_cidr(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
     if address is None or len(digits) > 3 or int(digits) > address.max_prefixlen:
         return None
     return ipaddress.ip_network((address, int(digits)), strict=False)
+
+
+def validate_request(network: str, rt: RuntimeConf) -> None:
+    """:raises InvalidArgument: if ``rt`` could not be sent to the plugins of ``network`` as it
+    is (checked before any plugin runs, so nothing is half-done)."""
+    validate_attachment(rt.container_id, network, rt.ifname)
+    validate_cni_args(rt.args)
+    validate_netns(rt.netns)
+    validate_capability_args(rt.capability_args)

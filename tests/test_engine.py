@@ -16,7 +16,7 @@ import pytest
 
 from cni_async import _engine, _results
 from cni_async._config import NetworkConfigList, parse_conflist
-from cni_async._engine import CNIEngine, RuntimeConf
+from cni_async._engine import CNIEngine
 from cni_async._errors import (
     CacheError,
     CheckNotSupported,
@@ -30,6 +30,7 @@ from cni_async._errors import (
     ProtocolError,
     VersionError,
 )
+from cni_async._runtime import RuntimeConf
 
 from .support.plugins import FakePlugin
 from .support.procs import children

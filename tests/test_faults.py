@@ -14,7 +14,7 @@ import anyio
 import pytest
 
 from cni_async._config import parse_conflist
-from cni_async._engine import CNIEngine, RuntimeConf
+from cni_async._engine import CNIEngine
 from cni_async._errors import (
     CNIError,
     MultipleErrors,
@@ -25,6 +25,7 @@ from cni_async._errors import (
     ProtocolError,
     TryAgainLater,
 )
+from cni_async._runtime import RuntimeConf
 
 from .support.plugins import FakePlugin
 from .support.procs import children, open_fds

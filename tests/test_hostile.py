@@ -16,10 +16,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cni_async._cache import CacheEntry, ResultCache, decode_entry
-from cni_async._config import load_config_dir, parse_conflist
-from cni_async._engine import CNIEngine, RuntimeConf
+from cni_async._config import parse_conflist
+from cni_async._confload import load_config_dir
+from cni_async._engine import CNIEngine
 from cni_async._errors import CacheError, CNIError, InvalidArgument
 from cni_async._exec import find_plugin
+from cni_async._runtime import RuntimeConf
 
 NET = parse_conflist(b'{"cniVersion":"1.1.0","name":"net1","plugins":[{"type":"p"}]}')
 

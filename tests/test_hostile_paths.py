@@ -14,7 +14,7 @@ import anyio
 import pytest
 
 from cni_async._cache import CacheEntry, ResultCache
-from cni_async._config import load_config_dir
+from cni_async._confload import load_config_dir
 from cni_async._errors import CacheError, NamespaceError
 from cni_async._netns import _socket_in, loopback_is_up
 

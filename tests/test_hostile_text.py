@@ -14,11 +14,13 @@ from typing import Any
 import anyio
 import pytest
 
-from cni_async._config import load_config_dir, parse_conflist
-from cni_async._engine import CNIEngine, RuntimeConf
+from cni_async._config import parse_conflist
+from cni_async._confload import load_config_dir
+from cni_async._engine import CNIEngine
 from cni_async._errors import ConfigError, InvalidArgument
 from cni_async._models import NetAttachment, PodNetwork, RuntimeConfig
 from cni_async._plugin import CNIPlugin
+from cni_async._runtime import RuntimeConf
 
 from .support.netns import Sandbox
 from .support.plugins import FakePlugin, write_conflist

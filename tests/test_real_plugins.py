@@ -11,8 +11,9 @@ import anyio
 import pytest
 
 from cni_async._config import parse_conflist
-from cni_async._engine import CNIEngine, RuntimeConf
+from cni_async._engine import CNIEngine
 from cni_async._results import Result100, convert_result
+from cni_async._runtime import RuntimeConf
 
 from .support.netns import CNI_BIN, Sandbox, addresses, link_state, require_real_plugins, sandbox
 
