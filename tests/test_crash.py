@@ -10,7 +10,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -155,14 +159,25 @@ async def test_a_set_up_in_another_runtime_is_not_collected(
         await one.tear_down_pod(pod)
 
 
-@pytest.mark.parametrize("cleanup", ["tear_down_pod", "gc"])
-async def test_recovery_waits_for_the_plugins_that_outlived_their_runtime(
-    dirs: dict[str, Path], net: Sandbox, cleanup: str
-) -> None:
-    """Plugins run in sessions of their own and outlive a SIGKILLed runtime. A DEL sent while
-    the orphaned ADD still runs would be undone when it finishes: recovery waits for it."""
+@dataclass
+class Victim:
+    """A runtime SIGKILLed in the middle of a set-up (fast attached, slow's ADD orphaned)."""
+
+    fast: FakePlugin
+    slow: FakePlugin
+    netns: str
+    cid: str
+    orphan: dict[str, Any]  # the slow ADD still running
+
+
+@asynccontextmanager
+async def killed_mid_set_up(
+    dirs: dict[str, Path], net: Sandbox, slow_add: float
+) -> AsyncIterator[Victim]:
+    """Kill a runtime once fast is attached and slow's ADD (``slow_add`` seconds) has begun;
+    end whatever plugins it left afterwards."""
     fast, slow = FakePlugin(dirs["bin"], "fast-p"), FakePlugin(dirs["bin"], "slow-p")
-    slow.on("ADD", sleep=2)
+    slow.on("ADD", sleep=slow_add)
     write_conflist(dirs["conf"], "fast", [{"type": "fast-p"}])
     write_conflist(dirs["conf"], "slow", [{"type": "slow-p"}])
     netns = net.netns("victim")
@@ -178,30 +193,35 @@ async def test_recovery_waits_for_the_plugins_that_outlived_their_runtime(
         runtime.send_signal(signal.SIGKILL)
         runtime.wait()
         [orphan] = slow.calls("ADD")
-        assert alive(orphan["pid"])
-        async with CNIPlugin(str(dirs["conf"]), [str(dirs["bin"])], str(dirs["cache"])) as cni:
-            if cleanup == "tear_down_pod":
-                await cni.tear_down_pod(PodNetwork("victim", "ns", cid, "uid", netns))
-            else:
-                await cni.gc([])  # the orphan still runs: nothing of the pod is collected
-                assert fast.calls("DEL") == [] and slow.calls("DEL") == []
-                with anyio.fail_after(30):
-                    while alive(orphan["pid"]):
-                        await anyio.sleep(0.05)
-                await cni.gc([])
-        [delete] = slow.calls("DEL")
-        assert delete["time"] >= orphan["time"] + 2  # after the orphaned ADD had finished
-        assert len(fast.calls("DEL")) == 1
-        assert os.listdir(dirs["cache"] / "cni_async-intents") == []
-        assert os.listdir(dirs["cache"] / "results") == []
+        yield Victim(fast, slow, netns, cid, orphan)
     finally:
         for call in slow.calls("ADD"):
             kill_group(call["pid"])
 
 
-def cached(dirs: dict[str, Path]) -> list[str]:
-    results = dirs["cache"] / "results"
-    return sorted(os.listdir(results)) if results.exists() else []
+@pytest.mark.parametrize("cleanup", ["tear_down_pod", "gc"])
+async def test_recovery_waits_for_the_plugins_that_outlived_their_runtime(
+    dirs: dict[str, Path], net: Sandbox, cleanup: str
+) -> None:
+    """Plugins run in sessions of their own and outlive a SIGKILLed runtime. A DEL sent while
+    the orphaned ADD still runs would be undone when it finishes: recovery waits for it."""
+    async with killed_mid_set_up(dirs, net, slow_add=2) as victim:
+        assert alive(victim.orphan["pid"])
+        async with CNIPlugin(str(dirs["conf"]), [str(dirs["bin"])], str(dirs["cache"])) as cni:
+            if cleanup == "tear_down_pod":
+                await cni.tear_down_pod(PodNetwork("victim", "ns", victim.cid, "uid", victim.netns))
+            else:
+                await cni.gc([])  # the orphan still runs: nothing of the pod is collected
+                assert victim.fast.calls("DEL") == [] and victim.slow.calls("DEL") == []
+                with anyio.fail_after(30):
+                    while alive(victim.orphan["pid"]):
+                        await anyio.sleep(0.05)
+                await cni.gc([])
+        [delete] = victim.slow.calls("DEL")
+        assert delete["time"] >= victim.orphan["time"] + 2  # after the orphaned ADD finished
+        assert len(victim.fast.calls("DEL")) == 1
+        assert os.listdir(dirs["cache"] / "cni_async-intents") == []
+        assert os.listdir(dirs["cache"] / "results") == []
 
 
 async def test_a_new_set_up_waits_for_the_plugins_of_a_killed_one(
@@ -209,33 +229,19 @@ async def test_a_new_set_up_waits_for_the_plugins_of_a_killed_one(
 ) -> None:
     """The kubelet retries a set-up after its runtime restarts: the retry's ADDs must not run
     beside the orphaned ADD of the same container."""
-    FakePlugin(dirs["bin"], "fast-p")
-    slow = FakePlugin(dirs["bin"], "slow-p")
-    slow.on("ADD", sleep=2)
-    write_conflist(dirs["conf"], "fast", [{"type": "fast-p"}])
-    write_conflist(dirs["conf"], "slow", [{"type": "slow-p"}])
-    netns = net.netns("victim")
-    cid = f"{net.prefix}-victim"
-    runtime = subprocess.Popen(
-        [sys.executable, "-c", DIE_DURING_SETUP, str(dirs["conf"]), str(dirs["bin"]),
-         str(dirs["cache"]), netns, cid]
-    )  # fmt: skip
-    try:
-        with anyio.fail_after(30):
-            while not (slow.calls("ADD") and cached(dirs)):
-                await anyio.sleep(0.02)
-        runtime.send_signal(signal.SIGKILL)
-        runtime.wait()
-        [orphan] = slow.calls("ADD")
-        slow.on("ADD")  # the retry's ADD is quick
+    async with killed_mid_set_up(dirs, net, slow_add=2) as victim:
+        victim.slow.on("ADD")  # the retry's ADD is quick
         pod = PodNetwork(
-            "victim", "ns", cid, "uid", netns, [NetAttachment("fast"), NetAttachment("slow")]
-        )
+            "victim", "ns", victim.cid, "uid", victim.netns,
+            [NetAttachment("fast"), NetAttachment("slow")],
+        )  # fmt: skip
         async with CNIPlugin(str(dirs["conf"]), [str(dirs["bin"])], str(dirs["cache"])) as cni:
             await cni.set_up_pod(pod)
-            [_, retry] = slow.calls("ADD")
-            assert retry["time"] >= orphan["time"] + 2  # after the orphaned ADD had finished
+            [_, retry] = victim.slow.calls("ADD")
+            assert retry["time"] >= victim.orphan["time"] + 2  # after the orphaned ADD finished
             await cni.tear_down_pod(pod)
-    finally:
-        for call in slow.calls("ADD"):
-            kill_group(call["pid"])
+
+
+def cached(dirs: dict[str, Path]) -> list[str]:
+    results = dirs["cache"] / "results"
+    return sorted(os.listdir(results)) if results.exists() else []
