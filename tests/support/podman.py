@@ -102,14 +102,16 @@ class Podman:
     async def start(self, name: str, network: str, *command: str) -> str:
         """Start a container on ``network`` (in the background); return its ID."""
         self.containers.append(name)
-        # On these machines runc may not raise rlimits: the defaults podman asks for fail, so
-        # ask for what the machine allows; NET_RAW is for ping.
-        out = await self.run(
-            "run", "-d", "--name", name, "--network", network,
-            "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096",
-            "--cap-add", "NET_RAW", "--rootfs", str(self.rootfs),
-            *(command or ("/bin/sleep", "600")),
-        )  # fmt: skip
+        # Shielded: a podman run killed half-way leaves its network namespace behind, which
+        # no later `podman rm` removes. On these machines runc may not raise rlimits: the
+        # defaults podman asks for fail, so ask for what the machine allows; NET_RAW: ping.
+        with anyio.CancelScope(shield=True):
+            out = await self.run(
+                "run", "-d", "--name", name, "--network", network,
+                "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096",
+                "--cap-add", "NET_RAW", "--rootfs", str(self.rootfs),
+                *(command or ("/bin/sleep", "600")),
+            )  # fmt: skip
         return out.strip()
 
     async def address(self, name: str, network: str) -> str:
