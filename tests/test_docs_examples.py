@@ -10,13 +10,11 @@ in the cache, no plugin process survives a cancellation.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import anyio
@@ -24,32 +22,20 @@ import pytest
 
 from cni_async import CNIPlugin, PluginError, PodNetwork, PodNetworkError
 
+from .support.examples import EXAMPLES, ROOT, load, podnet
 from .support.netns import Sandbox
 from .support.plugins import FakePlugin, write_conflist
 from .support.procs import alive, children
 
 pytestmark = pytest.mark.privileged
 
-ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = ROOT / "docs" / "examples"
 ALL_EXAMPLES = sorted(p.stem for p in EXAMPLES.glob("*.py"))
-
-
-def load(name: str, directory: Path = EXAMPLES) -> ModuleType:
-    """Import ``docs/examples/<name>.py`` (under a private module name)."""
-    spec = importlib.util.spec_from_file_location(f"_docs_example_{name}", directory / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
 def fake(dirs: dict[str, Path]) -> FakePlugin:
     """A fake plugin ``fa`` and the network ``podnet`` that uses it (the default network)."""
-    plugin = FakePlugin(dirs["bin"], "fa")
-    write_conflist(dirs["conf"], "podnet", [{"type": "fa"}], filename="10-podnet.conflist")
-    return plugin
+    return podnet(dirs)
 
 
 def args(dirs: dict[str, Path]) -> dict[str, Any]:

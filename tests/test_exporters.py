@@ -3,13 +3,11 @@ operations on fake plugins, and their documentation examples."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import anyio
@@ -40,14 +38,14 @@ from cni_async import (
     RuntimeConfig,
 )
 
+from .support import examples
+from .support.examples import EXAMPLES, load
 from .support.netns import Sandbox
 from .support.plugins import FakePlugin, observed_plugin, two_networks, write_conflist
 from .support.procs import children
 
 pytestmark = pytest.mark.anyio
 
-ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = ROOT / "docs" / "examples"
 SECRET = "annotation-value-5be1"
 # Everything an attribute or a label may be called: nothing about the pod itself.
 OTEL_ATTRIBUTES = {
@@ -537,20 +535,10 @@ def test_the_library_imports_without_the_extras() -> None:
 # -- the documentation's examples -------------------------------------------------------------
 
 
-def load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"_exporters_example_{name}", EXAMPLES / name)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture
 def podnet(dirs: dict[str, Path]) -> FakePlugin:
     """The examples' default network ``podnet`` on a fake plugin ``fa``."""
-    fake = FakePlugin(dirs["bin"], "fa")
-    write_conflist(dirs["conf"], "podnet", [{"type": "fa"}], filename="10-podnet.conflist")
-    return fake
+    return examples.podnet(dirs)
 
 
 def example_args(dirs: dict[str, Path], net: Sandbox) -> dict[str, Any]:
@@ -596,7 +584,7 @@ async def test_otel_metrics_example(
     dirs: dict[str, Path], net: Sandbox, podnet: FakePlugin
 ) -> None:
     exporter = Collected()
-    await load("otel_metrics.py").main(**example_args(dirs, net), exporter=exporter)
+    await load("otel_metrics").main(**example_args(dirs, net), exporter=exporter)
     assert exporter.batches
     found = points_of(exporter.batches[-1])
     assert histogram_counts(found, "cni.operation.duration") == {
@@ -612,7 +600,7 @@ async def test_otel_metrics_example(
 
 @pytest.mark.privileged
 async def test_prometheus_example(dirs: dict[str, Path], net: Sandbox, podnet: FakePlugin) -> None:
-    text = await load("prometheus.py").main(**example_args(dirs, net))
+    text = await load("prometheus").main(**example_args(dirs, net))
     samples = {
         (s.name, frozenset(s.labels.items())): s.value
         for family in text_string_to_metric_families(text)
