@@ -1,4 +1,5 @@
-"""Development sessions: ``nox -s lint typecheck docs tests tests_lowest`` is what CI runs.
+"""Development sessions: ``nox -s lint typecheck docs tests tests_lowest unit_unprivileged``
+is what CI runs.
 
 Two kinds of dependencies are treated differently:
 
@@ -12,13 +13,16 @@ Two kinds of dependencies are treated differently:
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["lint", "typecheck", "docs", "tests", "tests_lowest"]
+nox.options.sessions = ["lint", "typecheck", "docs", "tests", "tests_lowest", "unit_unprivileged"]
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_venv = "yes"
 
@@ -126,6 +130,49 @@ def tests_lowest(session: nox.Session) -> None:
     session.install("-c", str(lowest), "-c", DEV_LOCK, *_group("test"))
     _show_runtime_versions(session)
     session.run("python", "-m", "pytest", *session.posargs)
+
+
+@nox.session(venv_backend="none")
+def unit_unprivileged(session: nox.Session) -> None:
+    """``tests/unit`` as the user ``nobody`` with no capabilities: the proof that it needs no root.
+
+    Run as root, it copies the project to a world-readable directory, installs it with the
+    system's Python (``nobody`` cannot run an interpreter under ``/root``) and runs the unit
+    tests through ``setpriv``. Run as anyone else, it runs them in place.
+    """
+    if os.geteuid() != 0:
+        session.run(sys.executable, "-m", "pytest", "tests/unit", *session.posargs)
+        return
+    work = Path(tempfile.mkdtemp(prefix="cni-async-unit-"))
+    here = Path.cwd()
+    try:
+        work.chmod(0o755)
+        src = work / "src"
+        shutil.copytree(
+            here, src, ignore=shutil.ignore_patterns(".git", ".venv", ".nox", "__pycache__")
+        )
+        run = work / "run"  # the one place nobody may write (pytest's and hypothesis's files)
+        run.mkdir()
+        shutil.chown(run, "nobody", "nogroup")
+        python = shutil.which("python3", path="/usr/bin:/bin") or sys.executable
+        venv = work / "venv"
+        session.run(python, "-m", "venv", str(venv), external=True)
+        session.run(
+            str(venv / "bin/python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+            "-c", DEV_LOCK, "-e", f"{src}[{EXTRAS}]", *_group("test"), external=True,
+        )  # fmt: skip
+        session.chdir(run)
+        session.run(
+            "setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+            "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs",
+            "env", "CNI_ASYNC_REQUIRE_PRIVILEGED=1", f"HOME={run}",
+            str(venv / "bin/python"), "-m", "pytest", "--rootdir", str(src),
+            "-c", str(src / "pyproject.toml"), str(src / "tests/unit"), *session.posargs,
+            external=True,
+        )  # fmt: skip
+    finally:
+        session.chdir(here)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 @nox.session(python=["3.12", "3.13"])

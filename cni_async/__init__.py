@@ -1,35 +1,32 @@
 """cni_async: put pods on the network through CNI plugins, from asyncio or trio (via anyio).
 
-Layers, bottom up: ``_specversion`` (CNI versions), ``_results`` (typed results of every spec
-version and conversion between them), ``_config`` (network configuration files), ``_exec``
-(running one plugin process), ``_cache`` (libcni's on-disk cache, written through
-``_groupcommit``'s batched durable writes), ``_engine`` (plugin chains
-for every CNI verb, libcni's role); then the pod API on top: ``_models`` (PodNetwork and
-friends), ``_snapshot`` (validated configuration generations), ``_events`` and ``_watch``
-(configuration events; inotify as an async iterator), ``_locks`` (per-pod locks), ``_netns``
-(netlink inside a pod's namespace), ``_observe``, ``_metrics`` and ``_otel`` (observers of
-operations, plugin runs and reloads), ``_plugin`` (CNIPlugin, ocicni's role) and ``_blocking``
-(the same for code without an event loop).
-Everything public is re-exported here.
+Everything public is re-exported here: the pod API (``CNIPlugin``, ocicni's role), configuration
+events, observers and errors; libcni's layer (``CNIEngine``, configuration files, results) is
+documented under ``cni_async.libcni`` and importable from here too. The private
+sub-packages are layers, bottom up: ``_spec`` (the CNI specification as data), ``_libcni``
+(plugin chains for every verb, the cache), ``_confdir`` (configuration snapshots, events, the
+watcher and their owner), ``_observers`` and ``_pod`` (pods on their networks); see
+``docs/architecture.md``.
 """
 
 from __future__ import annotations
 
-from contextlib import suppress as _suppress
-
-from ._blocking import BlockingCNIPlugin as BlockingCNIPlugin
-from ._cache import DEFAULT_CACHE_DIR as DEFAULT_CACHE_DIR
-from ._cache import CacheEntry as CacheEntry
-from ._config import NetworkConfigList as NetworkConfigList
-from ._config import PluginConfig as PluginConfig
-from ._config import conflist_from_plugin as conflist_from_plugin
-from ._config import parse_conflist as parse_conflist
-from ._config import parse_plugin_config as parse_plugin_config
-from ._confload import ConfigDirectory as ConfigDirectory
-from ._confload import load_config_dir as load_config_dir
-from ._confload import load_config_file as load_config_file
-from ._confload import load_conflist_file as load_conflist_file
-from ._engine import CNIEngine as CNIEngine
+from ._confdir.events import ConfigEvent as ConfigEvent
+from ._confdir.events import DefaultNetworkChanged as DefaultNetworkChanged
+from ._confdir.events import EventSubscription as EventSubscription
+from ._confdir.events import FileInvalid as FileInvalid
+from ._confdir.events import NetworkAdded as NetworkAdded
+from ._confdir.events import NetworkChanged as NetworkChanged
+from ._confdir.events import NetworkRemoved as NetworkRemoved
+from ._confdir.events import NotReady as NotReady
+from ._confdir.events import PluginAppeared as PluginAppeared
+from ._confdir.events import PluginRemoved as PluginRemoved
+from ._confdir.events import Ready as Ready
+from ._confdir.events import Reloaded as Reloaded
+from ._confdir.events import WatcherDegraded as WatcherDegraded
+from ._confdir.snapshot import ConfigSnapshot as ConfigSnapshot
+from ._confdir.source import watch_config as watch_config
+from ._confdir.watch import ConfigWatcher as ConfigWatcher
 from ._errors import CacheError as CacheError
 from ._errors import CheckNotSupported as CheckNotSupported
 from ._errors import CNIError as CNIError
@@ -50,70 +47,71 @@ from ._errors import PodNetworkError as PodNetworkError
 from ._errors import ProtocolError as ProtocolError
 from ._errors import TryAgainLater as TryAgainLater
 from ._errors import VersionError as VersionError
-from ._events import ConfigEvent as ConfigEvent
-from ._events import DefaultNetworkChanged as DefaultNetworkChanged
-from ._events import EventSubscription as EventSubscription
-from ._events import FileInvalid as FileInvalid
-from ._events import NetworkAdded as NetworkAdded
-from ._events import NetworkChanged as NetworkChanged
-from ._events import NetworkRemoved as NetworkRemoved
-from ._events import NotReady as NotReady
-from ._events import PluginAppeared as PluginAppeared
-from ._events import PluginRemoved as PluginRemoved
-from ._events import Ready as Ready
-from ._events import Reloaded as Reloaded
-from ._events import WatcherDegraded as WatcherDegraded
-from ._exec import PluginExecutor as PluginExecutor
-from ._exec import SpawnExecutor as SpawnExecutor
-from ._metrics import DEFAULT_BUCKETS as DEFAULT_BUCKETS
-from ._metrics import ErrorCount as ErrorCount
-from ._metrics import Histogram as Histogram
-from ._metrics import Metrics as Metrics
-from ._metrics import MetricsSnapshot as MetricsSnapshot
-from ._metrics import OperationStats as OperationStats
-from ._metrics import PluginRunStats as PluginRunStats
-from ._models import BandwidthConfig as BandwidthConfig
-from ._models import IpRange as IpRange
-from ._models import NetAttachment as NetAttachment
-from ._models import NetResult as NetResult
-from ._models import PodNetwork as PodNetwork
-from ._models import PortMapping as PortMapping
-from ._models import RuntimeConfig as RuntimeConfig
-from ._namespaces import InterfaceState as InterfaceState
-from ._namespaces import Namespaces as Namespaces
-from ._namespaces import NetlinkNamespaces as NetlinkNamespaces
-from ._observe import Observer as Observer
-from ._observe import OperationInfo as OperationInfo
-from ._observe import PluginRunInfo as PluginRunInfo
-from ._otel import OpenTelemetryObserver as OpenTelemetryObserver
-from ._otel_metrics import OpenTelemetryMetrics as OpenTelemetryMetrics
-from ._plugin import DEFAULT_BIN_DIR as DEFAULT_BIN_DIR
-from ._plugin import DEFAULT_CONF_DIR as DEFAULT_CONF_DIR
-from ._plugin import DEFAULT_INTERFACE_NAME as DEFAULT_INTERFACE_NAME
-from ._plugin import CNIPlugin as CNIPlugin
-from ._prometheus import PrometheusCollector as PrometheusCollector
-from ._results import DNS as DNS
-from ._results import Interface as Interface
-from ._results import Interface040 as Interface040
-from ._results import IPConfig as IPConfig
-from ._results import IPConfig020 as IPConfig020
-from ._results import IPConfig040 as IPConfig040
-from ._results import Result as Result
-from ._results import Result020 as Result020
-from ._results import Result040 as Result040
-from ._results import Result100 as Result100
-from ._results import Route as Route
-from ._results import convert_result as convert_result
-from ._results import parse_result as parse_result
-from ._runtime import DEFAULT_TIMEOUTS as DEFAULT_TIMEOUTS
-from ._runtime import PluginInfo as PluginInfo
-from ._runtime import RuntimeConf as RuntimeConf
-from ._snapshot import ConfigSnapshot as ConfigSnapshot
-from ._specversion import ALL_VERSIONS as ALL_VERSIONS
-from ._specversion import CURRENT_VERSION as CURRENT_VERSION
+from ._libcni.observing import PluginRunInfo as PluginRunInfo
+from ._libcni.runtime import DEFAULT_TIMEOUTS as DEFAULT_TIMEOUTS
+from ._names import show_as as _show_as
+from ._observers.metrics import DEFAULT_BUCKETS as DEFAULT_BUCKETS
+from ._observers.metrics import ErrorCount as ErrorCount
+from ._observers.metrics import Histogram as Histogram
+from ._observers.metrics import Metrics as Metrics
+from ._observers.metrics import MetricsSnapshot as MetricsSnapshot
+from ._observers.metrics import OperationStats as OperationStats
+from ._observers.metrics import PluginRunStats as PluginRunStats
+from ._observers.observer import Observer as Observer
+from ._observers.observer import OperationInfo as OperationInfo
+from ._observers.otel import OpenTelemetryObserver as OpenTelemetryObserver
+from ._observers.otel_metrics import OpenTelemetryMetrics as OpenTelemetryMetrics
+from ._observers.prometheus import PrometheusCollector as PrometheusCollector
+from ._pod.blocking import BlockingCNIPlugin as BlockingCNIPlugin
+from ._pod.models import BandwidthConfig as BandwidthConfig
+from ._pod.models import IpRange as IpRange
+from ._pod.models import NetAttachment as NetAttachment
+from ._pod.models import NetResult as NetResult
+from ._pod.models import PodNetwork as PodNetwork
+from ._pod.models import PortMapping as PortMapping
+from ._pod.models import RuntimeConfig as RuntimeConfig
+from ._pod.namespaces import InterfaceState as InterfaceState
+from ._pod.namespaces import Namespaces as Namespaces
+from ._pod.namespaces import NetlinkNamespaces as NetlinkNamespaces
+from ._pod.plugin import DEFAULT_BIN_DIR as DEFAULT_BIN_DIR
+from ._pod.plugin import DEFAULT_CONF_DIR as DEFAULT_CONF_DIR
+from ._pod.plugin import DEFAULT_INTERFACE_NAME as DEFAULT_INTERFACE_NAME
+from ._pod.plugin import CNIPlugin as CNIPlugin
 from ._version import __version__ as __version__
-from ._watch import ConfigWatcher as ConfigWatcher
-from ._watch import watch_config as watch_config
+
+# libcni's layer, kept importable from here too (documented under cni_async.libcni)
+from .libcni import ALL_VERSIONS as ALL_VERSIONS
+from .libcni import CURRENT_VERSION as CURRENT_VERSION
+from .libcni import DEFAULT_CACHE_DIR as DEFAULT_CACHE_DIR
+from .libcni import DNS as DNS
+from .libcni import CacheEntry as CacheEntry
+from .libcni import CNIEngine as CNIEngine
+from .libcni import ConfigDirectory as ConfigDirectory
+from .libcni import Interface as Interface
+from .libcni import Interface040 as Interface040
+from .libcni import IPConfig as IPConfig
+from .libcni import IPConfig020 as IPConfig020
+from .libcni import IPConfig040 as IPConfig040
+from .libcni import NetworkConfigList as NetworkConfigList
+from .libcni import PluginConfig as PluginConfig
+from .libcni import PluginExecutor as PluginExecutor
+from .libcni import PluginInfo as PluginInfo
+from .libcni import PluginRunObserver as PluginRunObserver
+from .libcni import Result as Result
+from .libcni import Result020 as Result020
+from .libcni import Result040 as Result040
+from .libcni import Result100 as Result100
+from .libcni import Route as Route
+from .libcni import RuntimeConf as RuntimeConf
+from .libcni import SpawnExecutor as SpawnExecutor
+from .libcni import conflist_from_plugin as conflist_from_plugin
+from .libcni import convert_result as convert_result
+from .libcni import load_config_dir as load_config_dir
+from .libcni import load_config_file as load_config_file
+from .libcni import load_conflist_file as load_conflist_file
+from .libcni import parse_conflist as parse_conflist
+from .libcni import parse_plugin_config as parse_plugin_config
+from .libcni import parse_result as parse_result
 
 __all__ = (
     # the pod API (ocicni's)
@@ -164,40 +162,6 @@ __all__ = (
     "OpenTelemetryObserver",
     "OpenTelemetryMetrics",
     "PrometheusCollector",
-    # the protocol engine
-    "CNIEngine",
-    "RuntimeConf",
-    "PluginInfo",
-    "PluginExecutor",
-    "SpawnExecutor",
-    "CacheEntry",
-    "DEFAULT_CACHE_DIR",
-    # configuration
-    "ConfigDirectory",
-    "NetworkConfigList",
-    "PluginConfig",
-    "conflist_from_plugin",
-    "load_config_dir",
-    "load_config_file",
-    "load_conflist_file",
-    "parse_conflist",
-    "parse_plugin_config",
-    # results
-    "Result",
-    "Result020",
-    "Result040",
-    "Result100",
-    "Interface",
-    "Interface040",
-    "IPConfig",
-    "IPConfig020",
-    "IPConfig040",
-    "Route",
-    "DNS",
-    "convert_result",
-    "parse_result",
-    "ALL_VERSIONS",
-    "CURRENT_VERSION",
     # errors
     "CNIError",
     "CacheError",
@@ -222,10 +186,4 @@ __all__ = (
     "__version__",
 )
 
-# Show public objects as cni_async.X in reprs, tracebacks and docs.
-for _name in __all__:
-    _obj = globals()[_name]
-    if getattr(_obj, "__module__", "").startswith("cni_async._"):
-        with _suppress(AttributeError, TypeError):
-            _obj.__module__ = __name__
-del _name, _obj, _suppress
+_show_as(__name__, globals(), __all__)

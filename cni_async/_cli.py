@@ -47,23 +47,23 @@ from typing import Any, Final
 import anyio
 import msgspec
 
-from ._cache import CacheEntry
 from ._cliargs import CHURN, bench_available, bench_index
 from ._cliargs import parser as make_parser
-from ._config import NetworkConfigList
-from ._confload import ConfigDirectory, load_config_dir
-from ._engine import CNIEngine
+from ._confdir.source import watch_config
 from ._errors import CNIError, ConfigError, NetworkNotFound, VersionError
-from ._exec import SpawnExecutor
 from ._files import read_regular_file
 from ._json import decode_like_go
-from ._models import NetAttachment, NetResult, PodNetwork
-from ._namespaces import NetlinkNamespaces, usable_netns
-from ._plugin import CNIPlugin
-from ._results import result_to_builtins
-from ._runtime import RuntimeConf
-from ._specversion import parse_version, version_at_least_or_false
-from ._watch import watch_config
+from ._libcni.cache import CacheEntry
+from ._libcni.confload import ConfigDirectory, load_config_dir
+from ._libcni.engine import CNIEngine
+from ._libcni.exec import SpawnExecutor
+from ._libcni.runtime import RuntimeConf
+from ._pod.models import NetAttachment, NetResult, PodNetwork
+from ._pod.namespaces import NetlinkNamespaces, usable_netns
+from ._pod.plugin import CNIPlugin
+from ._spec.netconf import NetworkConfigList
+from ._spec.results import result_to_builtins
+from ._spec.versions import parse_version, version_at_least_or_false
 
 __all__ = ["main"]
 

@@ -1,7 +1,7 @@
 """MkDocs hooks for the documentation site (listed under ``hooks:`` in ``mkdocs.yml``).
 
-- The API reference follows ``cni_async.__all__``: the marker in ``api.md`` becomes one
-  section per comment group of ``__all__`` and one mkdocstrings entry per name, so a name added
+- The API reference follows ``cni_async.__all__``, then ``cni_async.libcni.__all__``: the
+  marker in ``api.md`` becomes one section per comment group and one mkdocstrings entry per name, so a name added
   to the package appears in the reference without editing the page.
 - Docstrings cross-reference with mkdocstrings' syntax (``[`CNIPlugin`][cni_async.CNIPlugin]``),
   which renders as a link and fails the strict build when the target is not in the reference.
@@ -19,14 +19,16 @@ from typing import Any
 from mkdocs.exceptions import PluginError
 
 API_MARKER = "<!-- api-reference -->"
-INIT = Path(__file__).resolve().parents[1] / "cni_async" / "__init__.py"
+PACKAGE = Path(__file__).resolve().parents[1] / "cni_async"
+INIT = PACKAGE / "__init__.py"
+LIBCNI = PACKAGE / "libcni.py"
 _ROLE = re.compile(
     r":(?:py:)?(?:class|func|meth|attr|data|exc|mod|obj|const):<code>~?([^<]*)</code>"
 )
 
 
 def api_groups(init: Path = INIT) -> list[tuple[str, list[str]]]:
-    """``__all__`` of the package, as (comment, names) groups in source order."""
+    """``__all__`` of a public module, as (comment, names) groups in source order."""
     source = init.read_text()
     names: list[str] = []
     for node in ast.parse(source).body:
@@ -49,14 +51,23 @@ def api_groups(init: Path = INIT) -> list[tuple[str, list[str]]]:
 
 def api_markdown() -> str:
     lines: list[str] = []
-    for title, names in api_groups():
-        public = [n for n in names if n != "__version__"]
-        if not public:
-            continue
-        heading = title[:1].upper() + title[1:] if title else "Other names"
-        lines += [f"## {heading}", ""]
-        for name in public:
-            lines += [f"::: cni_async.{name}", ""]
+    for module, path, level in (("cni_async", INIT, "##"), ("cni_async.libcni", LIBCNI, "###")):
+        if module != "cni_async":
+            lines += [
+                f"## `{module}`",
+                "",
+                "libcni's layer, for runtimes that manage attachments themselves. Every name",
+                "here is also importable from `cni_async`.",
+                "",
+            ]
+        for title, names in api_groups(path):
+            public = [n for n in names if n != "__version__"]
+            if not public:
+                continue
+            heading = title[:1].upper() + title[1:] if title else "Other names"
+            lines += [f"{level} {heading}", ""]
+            for name in public:
+                lines += [f"::: {module}.{name}", ""]
     return "\n".join(lines)
 
 

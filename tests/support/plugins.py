@@ -80,7 +80,7 @@ def two_networks(dirs: dict[str, Path]) -> dict[str, FakePlugin]:
 
 def observed_plugin(dirs: dict[str, Path], *observers: Any, **kw: Any) -> Any:
     """A non-watching ``CNIPlugin`` on ``dirs`` with ``observers``."""
-    from cni_async._plugin import CNIPlugin
+    from cni_async import CNIPlugin
 
     options: dict[str, Any] = {"watch": False, "cleanup_timeout": 10, **kw}
     return CNIPlugin(

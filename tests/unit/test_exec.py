@@ -1,0 +1,388 @@
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from cni_async import (
+    ContainerUnknown,
+    PluginError,
+    PluginExecFailed,
+    PluginNotFound,
+    PluginTimeout,
+    ProtocolError,
+    SpawnExecutor,
+    TryAgainLater,
+)
+from cni_async._testing import cni_env, find_plugin
+
+from ..support.plugins import FakePlugin
+from ..support.procs import alive, children, open_fds, wait_dead
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def bin_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "bin"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def fake(bin_dir: Path) -> FakePlugin:
+    return FakePlugin(bin_dir, "fake")
+
+
+def env(command: str = "ADD") -> dict[str, str]:
+    return cni_env(command, container_id="c1", netns="/run/netns/x", ifname="eth0")
+
+
+async def run(fake: FakePlugin, stdin: bytes = b"{}", **kw: Any) -> bytes:
+    return await SpawnExecutor(**kw).exec_plugin(str(fake.path), stdin=stdin, env=env())
+
+
+def test_find_plugin_order_and_errors(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    (b / "p").write_text("")
+    assert find_plugin("p", [str(a), str(b)]) == str(b / "p")
+    (a / "p").write_text("")
+    assert find_plugin("p", [str(a), str(b)]) == str(a / "p")
+    (a / "dir").mkdir()
+    with pytest.raises(PluginNotFound) as info:
+        find_plugin("dir", [str(a)])
+    assert info.value.search_path == (str(a),)
+    assert "failed to find plugin 'dir'" in str(info.value)
+    for bad in ("", "../p", "x/p", ".."):
+        with pytest.raises(PluginNotFound):
+            find_plugin(bad, [str(a)])
+    with pytest.raises(PluginNotFound):
+        find_plugin("p", [])
+
+
+def test_cni_env_is_explicit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SECRET_TOKEN", "x")
+    monkeypatch.setenv("CNI_ARGS", "leak=1")
+    e = cni_env(
+        "DEL",
+        container_id="c",
+        netns="n",
+        ifname="i",
+        args=[("A", "1"), ("B", "2")],
+        bin_dirs=["/x", "/y"],
+    )
+    assert e == {
+        "PATH": os.environ["PATH"],
+        "CNI_COMMAND": "DEL",
+        "CNI_CONTAINERID": "c",
+        "CNI_NETNS": "n",
+        "CNI_IFNAME": "i",
+        "CNI_ARGS": "A=1;B=2",
+        "CNI_PATH": "/x:/y",
+    }
+
+
+async def test_stdout_and_stdin_are_exact(fake: FakePlugin) -> None:
+    fake.on("ADD", stdout='{"cniVersion": "1.1.0"}\n')
+    stdin = b'{"name":"n","big":' + b"9" * 200_000 + b"}"
+    assert await run(fake, stdin) == b'{"cniVersion": "1.1.0"}\n'
+    [call] = fake.calls("ADD")
+    assert call["stdin"].encode() == stdin
+    assert call["env"]["CNI_CONTAINERID"] == "c1"
+    assert call["env"]["CNI_NETNS"] == "/run/netns/x"
+
+
+@pytest.mark.parametrize(
+    ("code", "cls"),
+    [(3, ContainerUnknown), (11, TryAgainLater), (7, PluginError), (123, PluginError)],
+)
+async def test_error_object_maps_to_class(fake: FakePlugin, code: int, cls: type) -> None:
+    fake.on(
+        "ADD", stdout={"cniVersion": "1.1.0", "code": code, "msg": "boom", "details": "d"}, exit=1
+    )
+    with pytest.raises(PluginError) as info:
+        await run(fake)
+    err = info.value
+    assert type(err) is cls
+    assert (err.code, err.msg, err.details, err.returncode) == (code, "boom", "d", 1)
+    assert err.message == "boom; d"
+
+
+async def test_failure_without_output(fake: FakePlugin) -> None:
+    fake.on("ADD", stdout="", exit=2)
+    with pytest.raises(PluginError) as info:
+        await run(fake)
+    assert info.value.code == 0
+    assert info.value.message == "netplugin failed with no error message: exit status 2"
+
+
+async def test_failure_with_stderr_only(fake: FakePlugin) -> None:
+    fake.on("ADD", stdout="", stderr="some stderr message", exit=1)
+    with pytest.raises(PluginError) as info:
+        await run(fake)
+    assert info.value.message == "netplugin failed: 'some stderr message': exit status 1"
+    assert info.value.stderr == b"some stderr message"
+
+
+async def test_failure_with_garbage(fake: FakePlugin) -> None:
+    fake.on("ADD", stdout="not json", exit=1)
+    with pytest.raises(PluginError) as info:
+        await run(fake)
+    assert info.value.code == 0
+    assert "could not be parsed" in info.value.message
+    assert "not json" in info.value.message
+
+
+async def test_error_object_with_exit_zero_is_success(fake: FakePlugin) -> None:
+    fake.on("ADD", stdout={"code": 7, "msg": "x"})
+    assert b'"code": 7' in await run(fake)
+
+
+async def test_killed_by_signal(fake: FakePlugin) -> None:
+    fake.on("ADD", signal=signal.SIGKILL)
+    with pytest.raises(PluginError) as info:
+        await run(fake)
+    assert info.value.returncode == -signal.SIGKILL
+    assert "killed by SIGKILL" in info.value.message
+
+
+async def test_output_flood_is_capped(fake: FakePlugin) -> None:
+    fake.on("ADD", flood=5_000_000, sleep=0)
+    before = open_fds()
+    with pytest.raises(ProtocolError, match="exceeds 100000 bytes"):
+        await run(fake, max_output=100_000)
+    assert children() == []
+    assert open_fds() == before
+
+
+async def test_grandchild_holding_stdout_cannot_hang_us(fake: FakePlugin) -> None:
+    fake.on("ADD", grandchild=60, stdout="{}")
+    before = open_fds()
+    started = time.monotonic()
+    assert await run(fake, pipe_grace=0.3) == b"{}"
+    assert time.monotonic() - started < 10
+    [call] = fake.calls("ADD")
+    assert children() == []
+    assert open_fds() == before
+    # The grandchild was in the plugin's process group and was killed with it.
+    for pid in _group_members(call["pid"]):
+        assert wait_dead(pid)
+
+
+def _group_members(pgid: int) -> list[int]:
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                if os.getpgid(int(name)) == pgid:
+                    found.append(int(name))
+            except ProcessLookupError:
+                pass
+    return found
+
+
+@pytest.mark.parametrize("ignore_term", [False, True])
+async def test_cancellation_stops_and_reaps(
+    fake: FakePlugin, tmp_path: Path, ignore_term: bool
+) -> None:
+    pidfile = tmp_path / "pids"
+    fake.on("ADD", sleep=60, ignore_term=ignore_term, grandchild=60, pidfile=str(pidfile))
+    before = open_fds()
+    started = time.monotonic()
+    with anyio.move_on_after(1.0) as scope:
+        await run(fake, kill_grace=0.2)
+    assert scope.cancelled_caught
+    assert time.monotonic() - started < 5
+    [pid] = [int(p) for p in pidfile.read_text().split()]
+    assert not alive(pid)
+    assert children() == []
+    assert open_fds() == before
+    assert _group_members(pid) == [] or all(wait_dead(p) for p in _group_members(pid))
+
+
+async def test_cancellation_survives_running_out_of_descriptors(
+    fake: FakePlugin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cancel path's walk of /proc needs a descriptor; without one the cancellation still
+    ends quietly and the plugin and its group are still killed."""
+    pidfile = tmp_path / "pids"
+    fake.on("ADD", sleep=60, grandchild=60, pidfile=str(pidfile))
+    real_listdir = os.listdir
+
+    def listdir(path: str) -> list[str]:
+        if path == "/proc":
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+        return real_listdir(path)
+
+    monkeypatch.setattr(os, "listdir", listdir)
+    with anyio.move_on_after(0.5) as scope:
+        await run(fake, kill_grace=0.2)
+    monkeypatch.undo()  # os.listdir is the os module's: the checks below need it
+    assert scope.cancelled_caught
+    [pid] = [int(p) for p in pidfile.read_text().split()]
+    assert not alive(pid)
+    assert children() == []
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_second_native_cancel_still_stops_and_reaps(fake: FakePlugin, tmp_path: Path) -> None:
+    """asyncio.Task.cancel() twice (asyncio.wait_for can do it) gets through anyio's shield:
+    the plugin, which ignores SIGTERM, must still be killed and reaped, not left running."""
+    import asyncio
+
+    pidfile = tmp_path / "pids"
+    fake.on("ADD", sleep=60, ignore_term=True, pidfile=str(pidfile))
+    before = open_fds()
+    task = asyncio.ensure_future(run(fake, kill_grace=5))
+    while not pidfile.exists():
+        await asyncio.sleep(0.01)
+    task.cancel()
+    await asyncio.sleep(0.2)  # now in the kill_grace wait after SIGTERM
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    [pid] = [int(p) for p in pidfile.read_text().split()]
+    assert not alive(pid)
+    assert children() == []
+    assert open_fds() == before
+
+
+async def test_cancelled_task_starts_no_plugin(
+    fake: FakePlugin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spawned: list[str] = []
+    spawn = os.posix_spawn
+
+    def counting_spawn(path: str, *args: Any, **kw: Any) -> int:
+        spawned.append(path)
+        return spawn(path, *args, **kw)
+
+    monkeypatch.setattr(os, "posix_spawn", counting_spawn)
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await run(fake)
+    assert spawned == []
+    await run(fake)
+    assert spawned == [str(fake.path)]
+
+
+async def test_nul_bytes_are_exec_failures(fake: FakePlugin, bin_dir: Path) -> None:
+    with pytest.raises(PluginNotFound):
+        find_plugin("fa\0ke", [str(bin_dir)])
+    executor = SpawnExecutor()
+    with pytest.raises(PluginExecFailed) as info:
+        await executor.exec_plugin(str(fake.path), stdin=b"{}", env={**env(), "X": "a\0b"})
+    assert "NUL" in info.value.message
+    assert children() == []
+
+
+async def test_out_of_descriptors_leaks_none(fake: FakePlugin) -> None:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    before = open_fds()
+    # Room for three more descriptors: the first pipe and half of the second, of the six pipe
+    # ends a run needs. Descriptors are numbered from the lowest free one, holes included.
+    limit = next(n for n in range(1, soft) if n - len([fd for fd in before if fd < n]) == 3)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+    try:
+        with pytest.raises(PluginExecFailed) as info:
+            await run(fake)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert "executable" not in info.value.message  # the file is fine; descriptors ran out
+    assert open_fds() == before
+    assert fake.calls() == []
+
+
+async def test_exit_status_lost_to_an_ignored_sigchld(fake: FakePlugin) -> None:
+    """With SIGCHLD ignored the kernel reaps plugins itself: say so, not "killed by SIGKILL"."""
+    fake.on("ADD", stdout="{}")
+    previous = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    try:
+        with pytest.raises(PluginError, match="SIGCHLD") as info:
+            await run(fake)
+    finally:
+        signal.signal(signal.SIGCHLD, previous)
+    assert "SIGKILL" not in info.value.message
+    assert children() == []
+
+
+async def test_cancellation_by_task_group(fake: FakePlugin) -> None:
+    fake.on("ADD", sleep=60)
+
+    async def fail_soon() -> None:
+        await anyio.sleep(0.5)
+        raise RuntimeError("sibling failed")
+
+    with pytest.raises(ExceptionGroup) as info:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run, fake)
+            tg.start_soon(fail_soon)
+    assert info.group_contains(RuntimeError)
+    assert children() == []
+
+
+async def test_fail_after_propagates_timeout_error(fake: FakePlugin) -> None:
+    fake.on("ADD", sleep=60)
+    with pytest.raises(TimeoutError) as info, anyio.fail_after(0.5):
+        await run(fake)
+    assert not isinstance(info.value, PluginTimeout)
+    assert children() == []
+
+
+async def test_executor_timeout(fake: FakePlugin) -> None:
+    fake.on("ADD", sleep=60)
+    with pytest.raises(PluginTimeout):
+        await run(fake, timeout=0.5)
+    assert children() == []
+
+
+async def test_not_executable(fake: FakePlugin) -> None:
+    fake.path.chmod(0o644)
+    with pytest.raises(PluginExecFailed) as info:
+        await run(fake)
+    assert info.value.errno == 13
+
+
+async def test_text_file_busy_is_retried(fake: FakePlugin) -> None:
+    fd = os.open(fake.path, os.O_WRONLY)
+    threading.Timer(1.5, os.close, [fd]).start()
+    fake.on("ADD", stdout="{}")
+    started = time.monotonic()
+    assert await run(fake) == b"{}"
+    assert time.monotonic() - started >= 1.5
+    assert len(fake.calls("ADD")) == 1
+
+
+async def test_text_file_busy_wait_is_cancellable(fake: FakePlugin) -> None:
+    fd = os.open(fake.path, os.O_WRONLY)
+    try:
+        started = time.monotonic()
+        with anyio.move_on_after(0.3):
+            await run(fake)
+        assert time.monotonic() - started < 1.0
+    finally:
+        os.close(fd)
+    assert fake.calls() == []
+
+
+async def test_a_failing_stderr_sink_does_not_fail_the_run(fake: FakePlugin) -> None:
+    """The run's outcome (a successful ADD, with its side effects) must not depend on where
+    its stderr goes: a closed or broken stderr of the caller is logged, not raised."""
+    fake.on("ADD", stderr="note from the plugin\n", stdout={"cniVersion": "1.0.0"})
+
+    def broken(path: str, data: bytes) -> None:
+        raise BrokenPipeError("stderr is gone")
+
+    out = await run(fake, stderr_sink=broken)
+    assert b"1.0.0" in out
