@@ -6,18 +6,37 @@ the same plugin chains with the same stdin and environment, exec'd directly by a
 (``floor.c``: threads, ``posix_spawn``, pipes; the fastest direct exec we could build here), at
 the same concurrency, with the pod's networks one after the other.
 
+The peer (``--peer go-cni``, on by default when Go and Debian's go-cni packages are installed) is
+the same pod cycle through containerd's go-cni, the library containerd itself uses:
+``gocni/main.go``, built offline in GOPATH mode from the packages golang-go,
+golang-github-containerd-go-cni-dev, golang-github-appc-cni-dev and golang-golang-x-sys-dev,
+into ``$XDG_CACHE_HOME/cni-async-bench`` (a few seconds, once per source and Go version).
+Without them the peer is skipped with a one-line note; ``--peer none`` turns it off.
+
 Everything runs inside a "node" network namespace the benchmark makes (``ip netns exec``), so
-bridges, gateway addresses and iptables rules never touch the machine's own namespace. Each
-measurement runs in fresh processes, so CPU time and peak RSS are its own: ``--slices`` runs per
-side (2 by default), interleaved cni_async, floor, floor, cni_async, ..., so that the machine
-speeding up or slowing down during a measurement weighs on both sides alike.
+bridges, gateway addresses and iptables rules never touch the machine's own namespace. The
+bridges are made there beforehand with a fixed, locally administered MAC address (the bridge
+plugin has no option for the bridge's own address: a bridge it makes gets whatever the kernel
+gives it, different on every run, and an address never set explicitly can follow the bridge's
+ports as veths come and go). Each measurement runs in fresh
+processes, so CPU time and peak RSS are its own: ``--slices`` runs per side (2 by default),
+interleaved cni_async, floor, go-cni, go-cni, floor, cni_async, ..., so that the machine
+speeding up or slowing down during a measurement weighs on every side alike.
+
+cni_async's runs also measure the event loop: a heartbeat task on the loop sleeps 1 ms
+(``--heartbeat-ms``) over and over and records how late it wakes (``loop_lag_*``; the same
+heartbeat on the idle loop before the pods start gives ``loop_lag_idle_p50_ms``, the timer's own
+granularity), and the loop thread's CPU clock gives ``loop_cpu_ms_per_pod`` (``cpu_ms_per_pod``
+is the whole process's). Both include the heartbeat's own CPU, which its idle beats bound:
+``heartbeat_cpu_ms_per_pod`` (``--heartbeat-ms 0`` turns the heartbeat off).
 
 Configurations: A bridge + host-local + portmap; B one no-op plugin (a static C binary, or a
 shell script without a compiler: library overhead); C two bridge networks per pod.
 
     python benchmarks/churn.py [--config A|B|C[,...]] [--pods N] [--concurrency C[,C...]]
                                [--json PATH] [--plot PATH] [--backend asyncio|trio]
-                               [--slices N]
+                               [--slices N] [--peer auto|go-cni|none] [--go PATH]
+                               [--heartbeat-ms MS]
 
 Defaults: configuration A, 200 pods, concurrency 1, 8 and 32, results in ./churn.json and
 ./churn.png.
@@ -30,6 +49,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import hashlib
 import json
 import os
 import resource
@@ -49,6 +69,17 @@ CNI_BIN = "/usr/lib/cni"
 CONCURRENCY = (1, 8, 32)
 PHASES = ("netns_add", "set_up", "status", "tear_down", "netns_del")
 FLOOR_PHASES = ("netns_add", "add", "check", "del", "netns_del")
+PEER = "go-cni"
+GOCNI_SOURCE = HERE / "gocni" / "main.go"
+GOPATH = "/usr/share/gocode"
+# The Go packages the peer imports (besides Go's own), and the Debian packages that ship them.
+GO_PACKAGES = {
+    "github.com/containerd/go-cni": "golang-github-containerd-go-cni-dev",
+    "github.com/containernetworking/cni/libcni": "golang-github-appc-cni-dev",
+    "golang.org/x/sys/unix": "golang-golang-x-sys-dev",
+}
+HEARTBEAT_MS = 1.0  # the event-loop heartbeat's sleep, by default
+IDLE_HEARTBEAT_S = 0.2  # how long it beats on the idle loop before the pods start
 
 # -- network namespaces, without forking (the floor does the same in C) ----------------------
 
@@ -109,7 +140,7 @@ def write_configs(config: str, work: Path, prefix: str) -> tuple[Path, list[str]
     def bridge(name: str, index: int) -> dict[str, Any]:
         return {
             "type": "bridge",
-            "bridge": f"{prefix}b{index}",
+            "bridge": bridge_name(prefix, index),
             "isGateway": True,
             "ipam": {"type": "host-local", "subnet": f"10.23{index}.0.0/16", "dataDir": ipam},
         }
@@ -135,6 +166,55 @@ def write_configs(config: str, work: Path, prefix: str) -> tuple[Path, list[str]
         conflist("bench-c2", [bridge("bench-c2", 2)])
         return conf, [CNI_BIN], ["bench-c1", "bench-c2"]
     raise SystemExit(f"unknown configuration {config!r}: use A, B or C")
+
+
+BRIDGES = {"A": (0,), "B": (), "C": (1, 2)}
+
+
+def bridge_name(prefix: str, index: int) -> str:
+    return f"{prefix}b{index}"
+
+
+def bridges(config: str, prefix: str) -> list[tuple[str, str]]:
+    """(name, MAC) of each bridge of configuration ``config``.
+
+    The MAC is locally administered and unicast (02:...), from the run's random token and the
+    bridge's index.
+    """
+    token = prefix[-6:]
+    return [
+        (bridge_name(prefix, i), f"02:{token[0:2]}:{token[2:4]}:{token[4:6]}:00:{i:02x}")
+        for i in BRIDGES.get(config, ())
+    ]
+
+
+def make_bridges(node: str, config: str, prefix: str) -> None:
+    """Make the bridges of ``config`` in the node namespace, each with its fixed MAC.
+
+    The bridge plugin (1.1 here) has no option for the bridge's own address (its ``mac`` is
+    the pod's interface's), and it uses a bridge that exists. A bridge whose address was set
+    keeps it; ``moved_bridges`` checks that it did.
+    """
+    for name, mac in bridges(config, prefix):
+        ip = ["ip", "-n", node, "link"]
+        subprocess.run([*ip, "add", name, "address", mac, "type", "bridge"], check=True)
+        subprocess.run([*ip, "set", name, "up"], check=True)
+
+
+def moved_bridges(node: str, config: str, prefix: str) -> list[str]:
+    """The bridges of ``config`` whose MAC is no longer the one they were made with."""
+    moved = []
+    for name, mac in bridges(config, prefix):
+        out = subprocess.run(
+            ["ip", "-n", node, "-j", "link", "show", "dev", name],
+            check=False,
+            capture_output=True,
+            text=True,
+        )
+        found = [link.get("address") for link in json.loads(out.stdout or "[]")]
+        if found != [mac]:
+            moved.append(f"bridge {name}: MAC {found[0] if found else 'gone'}, made with {mac}")
+    return moved
 
 
 def build_noop(target: Path) -> str:
@@ -169,18 +249,103 @@ def build_floor(work: Path) -> Path:
     return target
 
 
+def find_peer(choice: str, go: str | None) -> tuple[str | None, str]:
+    """The ``go`` command to build the peer with, or None and why the peer is not run (the
+    one-line note to print; none for ``--peer none``)."""
+    if choice == "none":
+        return None, ""
+    missing = []
+    if go is None or shutil.which(go) is None:
+        missing.append("golang-go (no `go` command)")
+    missing += [
+        f"{package} (no {GOPATH}/src/{path})"
+        for path, package in GO_PACKAGES.items()
+        if not Path(GOPATH, "src", path).is_dir()
+    ]
+    if not missing:
+        return shutil.which(go) if go else None, ""
+    why = "needs " + ", ".join(missing)
+    if choice == PEER:
+        raise SystemExit(f"--peer {PEER}: the peer {why}")
+    return None, f"{PEER} peer skipped: it {why}"
+
+
+def peer_cache_dir() -> Path:
+    """Where built peers are kept between runs: ``$XDG_CACHE_HOME/cni-async-bench``."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "cni-async-bench"
+
+
+def build_peer(go: str, work: Path) -> Path:
+    """Build ``gocni/main.go`` with go-cni, offline, in GOPATH mode; keep it in the cache.
+
+    The binary's name is a hash of the source, of ``go version`` and of the Go packages' files
+    (path, size, modification time), so a change to any of them builds a new one.
+    """
+    env = {
+        **os.environ,
+        "GOPATH": GOPATH,
+        "GO111MODULE": "off",
+        "GOFLAGS": "",
+        "GOCACHE": str(work / "gocache"),
+    }
+    version = subprocess.run(
+        [go, "version"], check=True, capture_output=True, text=True, env=env
+    ).stdout
+    digest = hashlib.sha256(GOCNI_SOURCE.read_bytes() + version.encode())
+    for path in GO_PACKAGES:
+        for file in sorted(Path(GOPATH, "src", path).glob("*.go")):
+            stat = file.stat()
+            digest.update(f"{file} {stat.st_size} {stat.st_mtime_ns}\n".encode())
+    cache = peer_cache_dir()
+    target = cache / f"gocni-{digest.hexdigest()[:16]}"
+    if target.exists():
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    partial = cache / f".{target.name}.{os.getpid()}"
+    started = time.perf_counter()
+    built = subprocess.run(
+        [go, "build", "-o", str(partial), "."],
+        cwd=GOCNI_SOURCE.parent,
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    if built.returncode != 0:
+        partial.unlink(missing_ok=True)
+        raise SystemExit(f"building the {PEER} peer failed:\n{built.stdout}{built.stderr}")
+    partial.replace(target)
+    for stale in cache.glob("gocni-*"):  # built from an older source or Go
+        if stale != target:
+            stale.unlink(missing_ok=True)
+    print(
+        f"{PEER} peer built in {time.perf_counter() - started:.1f} s: {target}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return target
+
+
 # -- statistics -------------------------------------------------------------------------------
+
+
+def quantile(values: list[float], q: float) -> float:
+    """The ``q`` quantile of ``values`` (nearest rank, as ``percentiles``), 0.0 for none."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
     if not values:
         return {"p50_ms": 0.0, "p95_ms": 0.0, "p99_ms": 0.0}
-    ordered = sorted(values)
-
-    def at(q: float) -> float:
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
-
-    return {"p50_ms": statistics.median(ordered) * 1000, "p95_ms": at(0.95), "p99_ms": at(0.99)}
+    return {
+        "p50_ms": statistics.median(values) * 1000,
+        "p95_ms": quantile(values, 0.95) * 1000,
+        "p99_ms": quantile(values, 0.99) * 1000,
+    }
 
 
 def usage() -> tuple[float, float, float]:
@@ -287,16 +452,49 @@ async def run_library(spec: dict[str, Any]) -> dict[str, Any]:
             ):
                 timings[phase].append(value)
 
+        lags: list[float] = []
+        idle_lags: list[float] = []
+        period = spec.get("heartbeat_ms", HEARTBEAT_MS) / 1000
+
+        def thread_cpu() -> float:
+            return time.clock_gettime(time.CLOCK_THREAD_CPUTIME_ID)  # this is the loop thread
+
+        async def heartbeat(into: list[float]) -> None:
+            # Sleeps on the loop the pods run on, over and over: how late it wakes is how long
+            # a task that became ready waits for the loop (plus the timer's own granularity,
+            # which the idle loop's beats show).
+            while True:
+                before = time.perf_counter()
+                await anyio.sleep(period)
+                into.append(time.perf_counter() - before - period)
+
+        idle_cpu = thread_cpu()
+        if period > 0:
+            with anyio.move_on_after(IDLE_HEARTBEAT_S):
+                await heartbeat(idle_lags)
+        idle_cpu = thread_cpu() - idle_cpu
         cpu0, kids0, _ = usage()
+        loop_cpu0 = thread_cpu()
         started = time.perf_counter()
-        async with anyio.create_task_group() as tg:
-            for _ in range(min(concurrency, pods)):
-                tg.start_soon(runner)
-        elapsed = time.perf_counter() - started
+        async with anyio.create_task_group() as beat:
+            if period > 0:
+                beat.start_soon(heartbeat, lags)
+            async with anyio.create_task_group() as tg:
+                for _ in range(min(concurrency, pods)):
+                    tg.start_soon(runner)
+            elapsed = time.perf_counter() - started
+            beat.cancel_scope.cancel()
+        loop_cpu = thread_cpu() - loop_cpu0
         cpu1, kids1, rss = usage()
     return {
         "elapsed_s": elapsed,
         "samples": timings,
+        "loop_lag_samples": lags,
+        "loop_lag_idle_samples": idle_lags,
+        "loop_cpu_s": loop_cpu,
+        # What the heartbeat itself costs the loop, at most: its idle beats' CPU, beat for beat
+        # (a busy loop is awake for other reasons too, so a beat costs it less).
+        "heartbeat_cpu_s": idle_cpu / len(idle_lags) * len(lags) if idle_lags else 0.0,
         "cpu_s": cpu1 - cpu0,
         "children_cpu_s": kids1 - kids0,
         "peak_rss_mib": rss,
@@ -310,8 +508,7 @@ def floor_job(spec: dict[str, Any], job: Path) -> None:
     import anyio
 
     from cni_async import CNIPlugin, NetAttachment, PodNetwork
-    from cni_async._attachments import plan_networks, runtime_conf
-    from cni_async._config import plugin_stdin
+    from cni_async._testing import plan_networks, plugin_stdin, runtime_conf
 
     async def load() -> CNIPlugin:
         cache = str(Path(spec["work"]) / "no-cache")  # never the host's /var/lib/cni
@@ -385,12 +582,53 @@ def run_floor(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def run_peer(spec: dict[str, Any]) -> dict[str, Any]:
+    """The go-cni peer on the same pods: one process, started from this worker (in the node
+    namespace, and dying with it, as the floor does), timed inside as run_library times."""
+    work = Path(spec["work"])
+    prefix = spec["prefix"] + "-g"
+    cache_dir = work / f"gocni-cache-{spec['config']}"
+    command = [
+        spec["peer_binary"],
+        "-conf-dir",
+        spec["conf_dir"],
+        "-bin-dirs",
+        ":".join(spec["bin_dirs"]),
+        "-networks",
+        ",".join(spec["networks"]),
+        "-cache-dir",
+        str(cache_dir),
+        "-netns-prefix",
+        prefix,
+        "-pods",
+        str(spec["pods"]),
+        "-concurrency",
+        str(spec["concurrency"]),
+    ]
+    out = subprocess.run(command, check=False, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"the {PEER} peer failed ({out.returncode}):\n{out.stderr}")
+    record = json.loads(out.stdout)
+    return {
+        "peer_elapsed_s": record["elapsed_s"],
+        "peer_samples": record["samples"],
+        "peer_cpu_s": record["cpu_s"],
+        "peer_children_cpu_s": record["children_cpu_s"],
+        "peer_peak_rss_mib": record["peak_rss_mib"],
+        # Plugins' stderr is the peer's, as it is the floor's: anything there is a failure.
+        "peer_errors": record["errors"] + ([out.stderr.strip()] if out.stderr.strip() else []),
+        "peer_leaks": leaks(prefix, work, cache_dir),
+    }
+
+
 def worker(spec_json: str) -> None:
     # Die with the driver (killed outright, it cannot stop us), as the floor dies with us.
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     spec = json.loads(spec_json)
     if spec["mode"] == "floor":
         record = run_floor(spec)
+    elif spec["mode"] == "peer":
+        record = run_peer(spec)
     else:
         import anyio
 
@@ -478,27 +716,34 @@ def measure(node: str, spec: dict[str, Any], label: str) -> dict[str, Any]:
 
 
 def measure_interleaved(node: str, spec: dict[str, Any], pods: int, slices: int) -> dict[str, Any]:
-    """Measure cni_async and the floor on ``pods`` pods each, in ``slices`` runs per side.
+    """Measure cni_async, the floor and the peer on ``pods`` pods each, in ``slices`` runs per side.
 
-    The runs alternate cni_async, floor, floor, cni_async, ... so that a machine getting
-    steadily faster or slower during the measurement (a neighbour starting or stopping) weighs
-    on both sides alike. Each run is a fresh process; times, CPU and latencies are summed or
-    pooled over a side's runs, and peak RSS is the largest of them.
+    The runs alternate cni_async, floor, peer, peer, floor, cni_async, ... (the peer when
+    ``spec["peer"]`` names one) so that a machine getting steadily faster or slower during the
+    measurement (a neighbour starting or stopping) weighs on every side alike. Each run is a
+    fresh process; times, CPU and latencies are summed or pooled over a side's runs, and peak RSS
+    is the largest of them.
     """
     sizes = [pods // slices + (1 if i < pods % slices else 0) for i in range(slices)]
-    runs: dict[str, list[dict[str, Any]]] = {"library": [], "floor": []}
+    peer = spec.get("peer")
+    modes = ("library", "floor", "peer") if peer else ("library", "floor")
+    names = {"library": "cni_async", "floor": "floor", "peer": peer}
+    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
     label = f"{spec['config']} C={spec['concurrency']}"
     for index, size in enumerate(s for s in sizes if s):
-        for mode in ("library", "floor") if index % 2 == 0 else ("floor", "library"):
+        for mode in modes if index % 2 == 0 else modes[::-1]:
             part = {**spec, "mode": mode, "pods": size, "prefix": f"{spec['prefix']}s{index}"}
-            name = "cni_async" if mode == "library" else "floor"
             suffix = f" {index + 1}/{slices}" if slices > 1 else ""
-            runs[mode].append(measure(node, part, f"{label} {name}{suffix}"))
+            runs[mode].append(measure(node, part, f"{label} {names[mode]}{suffix}"))
     library, floor = runs["library"], runs["floor"]
     elapsed = sum(r["elapsed_s"] for r in library)
     floor_elapsed = sum(r["floor_elapsed_s"] for r in floor)
     cpu = sum(r["cpu_s"] for r in library)
-    return {
+    loop_cpu = sum(r.get("loop_cpu_s", 0.0) for r in library)
+    heartbeat_cpu = sum(r.get("heartbeat_cpu_s", 0.0) for r in library)
+    lags = [v * 1000 for r in library for v in r.get("loop_lag_samples", ())]
+    idle_lags = [v * 1000 for r in library for v in r.get("loop_lag_idle_samples", ())]
+    record = {
         "slices": len(library),
         "elapsed_s": elapsed,
         "pods_per_s": pods / elapsed,
@@ -518,7 +763,36 @@ def measure_interleaved(node: str, spec: dict[str, Any], pods: int, slices: int)
         ],
         "ratio_to_floor": floor_elapsed / elapsed,
         "cpu_ms_per_pod": cpu * 1000 / pods,
+        "loop_cpu_s": loop_cpu,
+        "loop_cpu_ms_per_pod": loop_cpu * 1000 / pods,
+        "loop_lag_p50_ms": statistics.median(lags) if lags else 0.0,
+        "loop_lag_p99_ms": quantile(lags, 0.99),
+        "loop_lag_max_ms": max(lags, default=0.0),
+        "loop_lag_idle_p50_ms": statistics.median(idle_lags) if idle_lags else 0.0,
+        "loop_beats": len(lags),
+        "heartbeat_ms": spec.get("heartbeat_ms", HEARTBEAT_MS),
+        "heartbeat_cpu_ms_per_pod": heartbeat_cpu * 1000 / pods,
+        "peer": peer,
     }
+    if peer:
+        side = runs["peer"]
+        peer_elapsed = sum(r["peer_elapsed_s"] for r in side)
+        peer_cpu = sum(r["peer_cpu_s"] for r in side)
+        record |= {
+            "peer_elapsed_s": peer_elapsed,
+            "peer_pods_per_s": pods / peer_elapsed,
+            "ratio_to_peer": peer_elapsed / elapsed,
+            "peer_phases": pooled(side, "peer_samples", PHASES),
+            "peer_cpu_s": peer_cpu,
+            "peer_cpu_ms_per_pod": peer_cpu * 1000 / pods,
+            "peer_children_cpu_s": sum(r["peer_children_cpu_s"] for r in side),
+            "peer_peak_rss_mib": max(r["peer_peak_rss_mib"] for r in side),
+            "peer_errors": [e for r in side for e in r["peer_errors"]],
+            "peer_leaks": [
+                f"run {i + 1}: {leak}" for i, r in enumerate(side) for leak in r["peer_leaks"]
+            ],
+        }
+    return record
 
 
 def pooled(
@@ -529,23 +803,72 @@ def pooled(
 
 
 def markdown(records: list[dict[str, Any]]) -> str:
-    lines = [
-        (
-            "| config | C | pods/s | floor pods/s | ratio | set-up p50/p95/p99 ms | status p50 ms | "
-            "teardown p50 ms | CPU ms/pod | children CPU ms/pod | peak RSS MiB | errors | leaks |"
-        ),
-        "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|",
+    """The records as a table; the peer's columns when a record has a peer."""
+    peer = next((r["peer"] for r in records if r.get("peer")), None)
+
+    def ms(phase: dict[str, float], *keys: str) -> str:
+        return " / ".join(f"{phase[f'{k}_ms']:.1f}" for k in keys)
+
+    def peer_ms(r: dict[str, Any], name: str) -> str:
+        return ms(r["peer_phases"][name], "p50", "p99") if r.get("peer") else "-"
+
+    def loop_cpu(r: dict[str, Any]) -> str:
+        # The loop thread's CPU, and the most of it the heartbeat itself can account for.
+        cell = f"{r.get('loop_cpu_ms_per_pod', 0.0):.2f}"
+        return cell + (f" ({r['heartbeat_cpu_ms_per_pod']:.2f})" if r.get("loop_beats") else "")
+
+    def lag(r: dict[str, Any]) -> str:
+        if not r.get("loop_beats"):
+            return "-"
+        return " / ".join(f"{r[f'loop_lag_{k}_ms']:.2f}" for k in ("p50", "p99", "max"))
+
+    columns: list[tuple[str, str, Any]] = [
+        ("config", "---", lambda r: r["config"]),
+        ("C", "---:", lambda r: r["concurrency"]),
+        ("pods/s", "---:", lambda r: f"{r['pods_per_s']:.1f}"),
+        ("floor pods/s", "---:", lambda r: f"{r['floor_pods_per_s']:.1f}"),
+        ("ratio to floor", "---:", lambda r: f"{r['ratio_to_floor']:.2f}"),
     ]
-    for r in records:
-        up = r["phases"]["set_up"]
-        lines.append(
-            f"| {r['config']} | {r['concurrency']} | {r['pods_per_s']:.1f} | "
-            f"{r['floor_pods_per_s']:.1f} | {r['ratio_to_floor']:.2f} | "
-            f"{up['p50_ms']:.1f} / {up['p95_ms']:.1f} / {up['p99_ms']:.1f} | "
-            f"{r['phases']['status']['p50_ms']:.1f} | {r['phases']['tear_down']['p50_ms']:.1f} | "
-            f"{r['cpu_s'] * 1000 / r['pods']:.2f} | {r['children_cpu_s'] * 1000 / r['pods']:.1f} | "
-            f"{r['peak_rss_mib']:.1f} | {len(r['errors'])} | {', '.join(r['leaks']) or 'none'} |"
-        )
+    if peer:
+        columns += [
+            (
+                f"{peer} pods/s",
+                "---:",
+                lambda r: f"{r['peer_pods_per_s']:.1f}" if r.get("peer") else "-",
+            ),
+            (
+                f"ratio to {peer}",
+                "---:",
+                lambda r: f"{r['ratio_to_peer']:.2f}" if r.get("peer") else "-",
+            ),
+        ]
+    columns.append(
+        ("set-up p50/p95/p99 ms", "---", lambda r: ms(r["phases"]["set_up"], "p50", "p95", "p99"))
+    )
+    if peer:
+        columns.append((f"{peer} set-up p50/p99 ms", "---", lambda r: peer_ms(r, "set_up")))
+    columns.append(("status p50/p99 ms", "---", lambda r: ms(r["phases"]["status"], "p50", "p99")))
+    if peer:
+        columns.append((f"{peer} status p50/p99 ms", "---", lambda r: peer_ms(r, "status")))
+    columns.append(
+        ("teardown p50/p99 ms", "---", lambda r: ms(r["phases"]["tear_down"], "p50", "p99"))
+    )
+    if peer:
+        columns.append((f"{peer} teardown p50/p99 ms", "---", lambda r: peer_ms(r, "tear_down")))
+    columns += [
+        ("CPU ms/pod", "---:", lambda r: f"{r['cpu_s'] * 1000 / r['pods']:.2f}"),
+        ("loop CPU ms/pod (heartbeat)", "---:", loop_cpu),
+        ("loop lag p50/p99/max ms", "---", lag),
+        ("children CPU ms/pod", "---:", lambda r: f"{r['children_cpu_s'] * 1000 / r['pods']:.1f}"),
+        ("peak RSS MiB", "---:", lambda r: f"{r['peak_rss_mib']:.1f}"),
+        ("errors", "---:", lambda r: len(r["errors"])),
+        ("leaks", "---", lambda r: ", ".join(r["leaks"]) or "none"),
+    ]
+    lines = [
+        "| " + " | ".join(c[0] for c in columns) + " |",
+        "|" + "|".join(c[1] for c in columns) + "|",
+    ]
+    lines += ["| " + " | ".join(str(c[2](r)) for c in columns) + " |" for r in records]
     return "\n".join(lines)
 
 
@@ -571,6 +894,7 @@ def plot(records: list[dict[str, Any]], path: str) -> None:
         "C": "C: two bridge networks",
     }
     configs = sorted({r["config"] for r in records})
+    peer = next((r["peer"] for r in records if r.get("peer")), None)
     with plt.rc_context(
         {
             "font.size": 12,
@@ -596,13 +920,23 @@ def plot(records: list[dict[str, Any]], path: str) -> None:
             left.plot(xs, [r["floor_pods_per_s"] for r in rows], "x--", color=color)
             right.plot(xs, [u["p50_ms"] for u in up], "o-", color=color)
             right.plot(xs, [u["p95_ms"] for u in up], "x--", color=color)
+            peered = [r for r in rows if r.get("peer")]
+            if peered:
+                xs = [r["concurrency"] for r in peered]
+                left.plot(xs, [r["peer_pods_per_s"] for r in peered], "s:", color=color)
+                right.plot(
+                    xs, [r["peer_phases"]["set_up"]["p50_ms"] for r in peered], "s:", color=color
+                )
         levels = sorted({r["concurrency"] for r in records})
         left.set(xlabel="concurrency", ylabel="pods/s (log scale)", title="Throughput")
         right.set(xlabel="concurrency", ylabel="ms (log scale)", title="set_up_pod latency")
         styles = {
-            left: (("o-", "cni_async"), ("x--", "exec floor")),
-            right: (("o-", "p50"), ("x--", "p95")),
+            left: [("o-", "cni_async"), ("x--", "exec floor")],
+            right: [("o-", "p50"), ("x--", "p95")],
         }
+        if peer:
+            styles[left].append(("s:", peer))
+            styles[right].append(("s:", f"{peer} p50"))
         for ax, entries in styles.items():
             ax.set_xscale("log")
             ax.set_yscale("log")
@@ -619,7 +953,7 @@ def plot(records: list[dict[str, Any]], path: str) -> None:
                     [],
                     [],
                     color="0.3",
-                    linestyle="--" if "--" in style else "-",
+                    linestyle="--" if "--" in style else ":" if ":" in style else "-",
                     marker=style[0],
                     label=label,
                 )
@@ -629,9 +963,10 @@ def plot(records: list[dict[str, Any]], path: str) -> None:
                 handles=handles,
                 loc="upper center",
                 bbox_to_anchor=(0.5, -0.17),
-                ncols=2,
+                ncols=len(entries),
                 frameon=False,
                 handlelength=2.6,
+                columnspacing=1.0,
             )
         fig.legend(
             handles=[
@@ -665,8 +1000,25 @@ def main() -> int:
         "--slices",
         type=int,
         default=2,
-        help="split each side into this many runs, interleaved: cni_async, floor, floor, "
-        "cni_async, ... (default 2)",
+        help="split each side into this many runs, interleaved: cni_async, floor, peer, peer, "
+        "floor, cni_async, ... (default 2)",
+    )
+    parser.add_argument(
+        "--peer",
+        default="auto",
+        choices=("auto", PEER, "none"),
+        help=f"the same pods through containerd's {PEER} (gocni/main.go), beside cni_async: "
+        f"auto (the default) runs it when Go and the packages are installed, {PEER} requires it",
+    )
+    parser.add_argument(
+        "--go", default="go", help="the go command the peer is built with (default: go on PATH)"
+    )
+    parser.add_argument(
+        "--heartbeat-ms",
+        type=float,
+        default=HEARTBEAT_MS,
+        help="the period of the event-loop heartbeat that measures loop lag in cni_async's runs "
+        f"(default {HEARTBEAT_MS:g}; 0 turns it off: each beat costs the loop some CPU)",
     )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     options = parser.parse_args()
@@ -675,21 +1027,29 @@ def main() -> int:
         return 0
     if options.slices < 1:
         raise SystemExit("--slices must be at least 1")
+    if options.heartbeat_ms < 0:
+        raise SystemExit("--heartbeat-ms must be 0 (off) or more")
     if os.geteuid() != 0:
         raise SystemExit("run this as root: it creates network namespaces")
     configs = [c.strip().upper() for c in options.config.split(",")]
     levels = [int(c) for c in options.concurrency.split(",")]
+    go, peer_note = find_peer(options.peer, options.go)
+    if peer_note:
+        print(peer_note, file=sys.stderr, flush=True)
     prefix = "cnb" + secrets.token_hex(3)
     work = Path(tempfile.mkdtemp(prefix=f"{prefix}-"))
     node = f"{prefix}-node"
     records: list[dict[str, Any]] = []
+    moved: list[str] = []
     exit_on_sigterm()
     subprocess.run(["ip", "netns", "add", node], check=True)
     try:
         subprocess.run(["ip", "-n", node, "link", "set", "lo", "up"], check=True)
         floor = build_floor(work)
+        peer_binary = build_peer(go, work) if go else None
         for config in configs:
             conf, bin_dirs, networks = write_configs(config, work, prefix)
+            make_bridges(node, config, prefix)
             for concurrency in levels:
                 spec = {
                     "config": config,
@@ -702,6 +1062,9 @@ def main() -> int:
                     "prefix": f"{prefix}{config.lower()}{concurrency}",
                     "floor": str(floor),
                     "backend": options.backend,
+                    "heartbeat_ms": options.heartbeat_ms,
+                    "peer": PEER if peer_binary else None,
+                    "peer_binary": str(peer_binary),
                 }
                 record = {
                     "config": config,
@@ -710,6 +1073,7 @@ def main() -> int:
                     **measure_interleaved(node, spec, options.pods, options.slices),
                 }
                 records.append(record)
+            moved += [f"{config}: {what}" for what in moved_bridges(node, config, prefix)]
     finally:
         remove_node(prefix, node, work)
     print()
@@ -717,8 +1081,16 @@ def main() -> int:
     problems = [
         f"{r['config']} C={r['concurrency']}: {what}"
         for r in records
-        for what in (r["errors"] + r["leaks"] + r["floor_errors"] + r["floor_leaks"])
+        for what in (
+            r["errors"]
+            + r["leaks"]
+            + r["floor_errors"]
+            + r["floor_leaks"]
+            + r.get("peer_errors", [])
+            + r.get("peer_leaks", [])
+        )
     ]
+    problems += moved
     print("\nleaks: none (namespaces, veths, IP leases, cache entries)" if not problems else "")
     for problem in problems:
         print(f"problem: {problem}")
