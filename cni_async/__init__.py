@@ -77,6 +77,7 @@ from ._pod.plugin import DEFAULT_BIN_DIR as DEFAULT_BIN_DIR
 from ._pod.plugin import DEFAULT_CONF_DIR as DEFAULT_CONF_DIR
 from ._pod.plugin import DEFAULT_INTERFACE_NAME as DEFAULT_INTERFACE_NAME
 from ._pod.plugin import CNIPlugin as CNIPlugin
+from ._pod.retry import RetryPolicy as RetryPolicy
 from ._version import __version__ as __version__
 
 # libcni's layer, kept importable from here too (documented under cni_async.libcni)
@@ -124,6 +125,7 @@ __all__ = (
     "IpRange",
     "BandwidthConfig",
     "NetResult",
+    "RetryPolicy",
     "ConfigSnapshot",
     "DEFAULT_BIN_DIR",
     "DEFAULT_CONF_DIR",

@@ -23,6 +23,7 @@ from ._pod.models import FrozenDict, capability_args
 from ._pod.netns import _socket_in as socket_in
 from ._pod.netns import loopback_is_up
 from ._pod.planning import assign_ifnames, plan_networks, runtime_conf
+from ._pod.retry import is_try_again_later
 from ._spec.netconf import gc_stdin, plugin_stdin, status_stdin
 from ._spec.results import encode_result, result_from_builtins, result_to_builtins
 from ._spec.versions import parse_version
@@ -46,6 +47,7 @@ __all__ = [
     "find_plugin",
     "gc_stdin",
     "groupcommit_module",
+    "is_try_again_later",
     "loopback_is_up",
     "parse_version",
     "plan_networks",

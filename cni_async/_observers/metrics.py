@@ -82,6 +82,9 @@ class OperationStats(msgspec.Struct, frozen=True):
     :ivar in_flight: calls running now
     :ivar latency: the time finished calls took, failed and cancelled ones included
     :ivar errors: failed calls by exception class name
+    :ivar retries: attempts that a plugin's "try again later" made the
+        [`RetryPolicy`][cni_async.RetryPolicy] run again (not counted in ``count``: a call
+        retried twice is one call)
     """
 
     kind: str
@@ -91,6 +94,7 @@ class OperationStats(msgspec.Struct, frozen=True):
     in_flight: int
     latency: Histogram
     errors: dict[str, int]
+    retries: int = 0
 
 
 class PluginRunStats(msgspec.Struct, frozen=True):
@@ -156,11 +160,21 @@ class MetricsSnapshot(msgspec.Struct, frozen=True):
 
 
 class _Timings:
-    __slots__ = ("cancelled", "count", "counts", "errors", "failed", "in_flight", "max", "sum")
+    __slots__ = (
+        "cancelled",
+        "count",
+        "counts",
+        "errors",
+        "failed",
+        "in_flight",
+        "max",
+        "retries",
+        "sum",
+    )
 
     def __init__(self, buckets: int) -> None:
         self.counts = [0] * (buckets + 1)
-        self.count = self.failed = self.cancelled = self.in_flight = 0
+        self.count = self.failed = self.cancelled = self.in_flight = self.retries = 0
         self.sum = self.max = 0.0
         self.errors: dict[str, int] = {}
 
@@ -260,6 +274,13 @@ class Metrics(Observer):
             self._rollbacks += 1
             self._rollback_failures += len(errors)
 
+    def retrying(self, info: OperationInfo, attempt: int, delay: float, error: CNIError) -> None:
+        with self._lock:
+            t = self._operations.get(info.kind) or self._operations.setdefault(
+                info.kind, _Timings(len(self.buckets))
+            )
+            t.retries += 1
+
     def reloaded(self, snapshot: ConfigSnapshot) -> None:
         with self._lock:
             self._reloads += 1
@@ -278,6 +299,7 @@ class Metrics(Observer):
                     t.in_flight,
                     t.histogram(self.buckets),
                     dict(t.errors),
+                    t.retries,
                 )
                 for kind, t in sorted(self._operations.items())
             )

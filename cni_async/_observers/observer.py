@@ -2,7 +2,7 @@
 
 An [`Observer`][cni_async.Observer] is handed to [`CNIPlugin`][cni_async.CNIPlugin] (or
 [`CNIEngine`][cni_async.libcni.CNIEngine]) and told about every pod operation, every plugin process, every
-rollback and every reload. [`Metrics`][cni_async.Metrics] is one that counts and times everything in
+rollback, every retry and every reload. [`Metrics`][cni_async.Metrics] is one that counts and times everything in
 memory; [`OpenTelemetryObserver`][cni_async.OpenTelemetryObserver] turns the same calls into spans.
 Observers run in the event loop's thread, inside the operation: they must not block.
 
@@ -63,6 +63,13 @@ class Observer(PluginRunObserver):
         """A failed or cancelled set-up detached ``networks`` again; ``errors`` are the DELs
         that failed (empty when the rollback was clean)."""
 
+    def retrying(self, info: OperationInfo, attempt: int, delay: float, error: CNIError) -> None:
+        """Attempt number ``attempt`` (``1`` for the first) of the operation ``info`` failed
+        with ``error``, a plugin's "try again later" (CNI code 11, perhaps several networks'),
+        and the operation will run again after ``delay`` seconds, as the plugin's
+        [`RetryPolicy`][cni_async.RetryPolicy] says. Called inside the operation, before the
+        wait; the operation's own end is still reported once, when it ends."""
+
     def reloaded(self, snapshot: ConfigSnapshot) -> None:
         """A new configuration generation is in use (the first load included)."""
 
@@ -81,6 +88,9 @@ class Observers(PluginRunObservers[Observer]):
         self, info: OperationInfo, networks: Sequence[str], errors: Sequence[CNIError]
     ) -> None:
         self._notify(lambda o: o.rolled_back(info, networks, errors), "a rollback")
+
+    def retrying(self, info: OperationInfo, attempt: int, delay: float, error: CNIError) -> None:
+        self._notify(lambda o: o.retrying(info, attempt, delay, error), "a retry")
 
     def reloaded(self, snapshot: ConfigSnapshot) -> None:
         self._notify(lambda o: o.reloaded(snapshot), "a reload")

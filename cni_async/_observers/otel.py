@@ -11,7 +11,7 @@ from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from .._errors import CNIError
+from .._errors import ERR_TRY_AGAIN_LATER, CNIError
 from .._libcni.observing import PluginRunInfo, is_cancellation
 from .._version import __version__
 from .observer import Observer, OperationInfo
@@ -40,7 +40,11 @@ class OpenTelemetryObserver(Observer):
     libcni's unreleased HEAD does: ``TRACEPARENT``, and ``TRACESTATE`` and ``BAGGAGE`` when they
     are not empty (the propagator's keys, upper-cased). Failed spans
     carry the exception, the status ``ERROR`` and ``cni.error.code``; cancelled ones
-    ``cni.cancelled`` (and no error status: the deadline was the caller's). VERSION probes
+    ``cni.cancelled`` (and no error status: the deadline was the caller's). A retry (see
+    [`RetryPolicy`][cni_async.RetryPolicy]) is an event ``cni.retry`` on its operation's span,
+    with ``cni.retry.attempt`` (the attempt that failed), ``cni.retry.delay`` (seconds),
+    ``error.type`` and ``cni.error.code``; each attempt's plugin runs are children of that one
+    span. VERSION probes
     outside any recording span (those of a configuration reload) make no span. Attributes
     never include pod annotations or args.
 
@@ -100,6 +104,21 @@ class OpenTelemetryObserver(Observer):
             attributes["cni.networks"] = list(info.networks)
         with self._span(f"cni {info.kind}", attributes):
             yield
+
+    def retrying(self, info: OperationInfo, attempt: int, delay: float, error: CNIError) -> None:
+        # Called in the operation's task, inside its span: that span is the current one.
+        span = self._trace.get_current_span()
+        if not span.is_recording():
+            return
+        attributes: dict[str, Any] = {
+            "cni.operation": info.kind,
+            "cni.retry.attempt": attempt,
+            "cni.retry.delay": delay,
+            "error.type": type(error).__name__,
+            # every error in it is code 11 (an aggregate of several networks' has no code)
+            "cni.error.code": ERR_TRY_AGAIN_LATER,
+        }
+        span.add_event("cni.retry", attributes)
 
     @contextmanager
     def plugin_run(self, info: PluginRunInfo, env: MutableMapping[str, str]) -> Iterator[None]:

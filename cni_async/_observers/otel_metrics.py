@@ -55,6 +55,9 @@ class OpenTelemetryMetrics(Observer):
       and ``cni.network`` (absent for VERSION probes);
     - ``cni.plugin.errors`` (counter): failed plugin runs, with the run's attributes,
       ``error.type`` and ``cni.error.code``;
+    - ``cni.operation.retries`` (counter): attempts of pod-API calls that a plugin's "try
+      again later" made the [`RetryPolicy`][cni_async.RetryPolicy] run again, by
+      ``cni.operation``;
     - ``cni.rollbacks`` (counter): set-ups rolled back; ``cni.rollback.failures`` (counter):
       their DELs that failed, by ``cni.network``;
     - ``cni.config.reloads`` (counter): configuration generations loaded, the first included;
@@ -113,6 +116,11 @@ class OpenTelemetryMetrics(Observer):
             "cni.plugin.errors",
             unit="{error}",
             description="Failed plugin runs, by CNI error code and exception class.",
+        )
+        self._retries = meter.create_counter(
+            "cni.operation.retries",
+            unit="{retry}",
+            description="Pod-API calls run again after a plugin asked to try again later.",
         )
         self._rollbacks = meter.create_counter(
             "cni.rollbacks", unit="{rollback}", description="Set-ups that were rolled back."
@@ -193,6 +201,9 @@ class OpenTelemetryMetrics(Observer):
             self._rollback_failures.add(
                 1, {"cni.network": error.network} if error.network is not None else {}
             )
+
+    def retrying(self, info: OperationInfo, attempt: int, delay: float, error: CNIError) -> None:
+        self._retries.add(1, {"cni.operation": info.kind})
 
     def reloaded(self, snapshot: ConfigSnapshot) -> None:
         self._reloads.add(1)

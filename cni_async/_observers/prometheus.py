@@ -52,6 +52,8 @@ class PrometheusCollector(Collector):
     - ``cni_async_operation_failures_total`` (``operation``, ``error``: the exception's class
       name) and ``cni_async_operation_cancellations_total`` (``operation``);
     - ``cni_async_operations_in_flight`` (gauge; ``operation``);
+    - ``cni_async_operation_retries_total`` (``operation``): attempts that a plugin's "try
+      again later" made the [`RetryPolicy`][cni_async.RetryPolicy] run again;
     - ``cni_async_plugin_run_duration_seconds`` (histogram; ``verb``: ``ADD``, ``DEL``, ...,
       ``plugin``: the plugin's type), from lookup to exit;
     - ``cni_async_plugin_errors_total`` (``verb``, ``plugin``, ``code``: the CNI error code,
@@ -116,13 +118,19 @@ class PrometheusCollector(Collector):
         in_flight = core.GaugeMetricFamily(
             prefix + "operations_in_flight", "Pod-API calls running now.", labels=["operation"]
         )
+        retries = core.CounterMetricFamily(
+            prefix + "operation_retries_total",
+            "Pod-API calls run again after a plugin asked to try again later.",
+            labels=["operation"],
+        )
         for op in snap.operations:
             duration.add_metric([op.kind], self._buckets(op.latency), op.latency.sum_s)
             for error, count in sorted(op.errors.items()):
                 failures.add_metric([op.kind, error], count)
             cancellations.add_metric([op.kind], op.cancelled)
             in_flight.add_metric([op.kind], op.in_flight)
-        yield from (duration, failures, cancellations, in_flight)
+            retries.add_metric([op.kind], op.retries)
+        yield from (duration, failures, cancellations, in_flight, retries)
 
         runs = core.HistogramMetricFamily(
             prefix + "plugin_run_duration",

@@ -29,7 +29,7 @@ from .models import PodNetwork
 from .namespaces import Namespaces, usable_netns
 from .planning import Attachment, plan_networks, runtime_conf
 
-__all__ = ["PodContext", "operation_info"]
+__all__ = ["PodContext", "RetryStop", "operation_info"]
 
 logger = logging.getLogger("cni_async.pod")
 
@@ -45,6 +45,20 @@ def operation_info(kind: str, pod: PodNetwork | None = None) -> OperationInfo:
         container_id=pod.id,
         networks=tuple(n.name for n in pod.networks),
     )
+
+
+@dataclass(eq=False)
+class RetryStop:
+    """What ends one operation's retries early, and why (empty while nothing did)."""
+
+    kind: str
+    event: anyio.Event = field(default_factory=anyio.Event)
+    reason: str = ""
+
+    def stop(self, reason: str) -> None:
+        if not self.reason:
+            self.reason = reason
+            self.event.set()
 
 
 @dataclass(eq=False)
@@ -65,6 +79,10 @@ class PodContext:
     gc_gate: SharedGate = field(default_factory=SharedGate)
     # Container IDs with a set-up in flight: GC never takes what they recorded for stale.
     setting_up: dict[str, int] = field(default_factory=dict)
+    # Operations under a retry policy, by container ID ("" for GC): a teardown stops the
+    # retries of its pod's set-ups, closing the plugin stops them all (``_pod.retry``).
+    retrying: dict[str, list[RetryStop]] = field(default_factory=dict)
+    retries_stopped: bool = False
 
     @property
     def conf_dir(self) -> str:
@@ -95,6 +113,21 @@ class PodContext:
                 "pass allow_host_netns=True to CNIPlugin (cni-async pod: --allow-host-netns)",
                 netns=netns,
             )
+
+    def supersede_set_ups(self, container_id: str) -> None:
+        """A teardown of ``container_id`` begins: set-ups of it that a retry policy would run
+        again give up instead (those in a backoff at once)."""
+        for retrying in self.retrying.get(container_id, ()):
+            if retrying.kind == "set_up_pod":
+                retrying.stop("the pod is being torn down")
+
+    def stop_retries(self) -> None:
+        """The plugin is closing: no operation is retried any more (those in a backoff give up
+        at once). Call in the event loop's thread."""
+        self.retries_stopped = True
+        for waiting in self.retrying.values():
+            for retrying in waiting:
+                retrying.stop("the CNIPlugin is closing")
 
     async def settle_intent(self, container_id: str, earlier: list[CacheEntry]) -> None:
         """The set-up is settled (attached and cached, or rolled back): keep only what an

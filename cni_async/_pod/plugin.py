@@ -34,6 +34,7 @@ from .gc import collect_garbage
 from .models import NetResult, PodNetwork
 from .namespaces import Namespaces, NetlinkNamespaces
 from .planning import DEFAULT_INTERFACE_NAME
+from .retry import RetryPolicy, with_retries
 from .setup import set_up
 from .status import pod_status
 from .teardown import tear_down
@@ -89,6 +90,10 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
         IPAM is released; no interface of the host is deleted). libcni does not check.
     :param namespaces: how the pod's network namespace is worked in
         ([`NetlinkNamespaces`][cni_async.NetlinkNamespaces] by default; tests swap in fakes)
+    :param retry: run [`set_up_pod`][cni_async.CNIPlugin.set_up_pod],
+        [`tear_down_pod`][cni_async.CNIPlugin.tear_down_pod] and [`gc`][cni_async.CNIPlugin.gc]
+        again when a plugin asks to try again later (CNI code 11), as the
+        [`RetryPolicy`][cni_async.RetryPolicy] says; ``None`` (the default): never retry
     """
 
     def __init__(
@@ -110,9 +115,13 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
         owner: str | None = None,
         allow_host_netns: bool = False,
         namespaces: Namespaces | None = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
         if owner is not None and not (isinstance(owner, str) and owner):
             raise InvalidArgument(f"owner must be a non-empty string or None, not {owner!r}")
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise InvalidArgument(f"retry must be a RetryPolicy or None, not {retry!r}")
+        self._retry = retry
         self.conf_dir = conf_dir
         self.watch = watch
         self._engine = CNIEngine(
@@ -193,6 +202,7 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
         finally:
             self._closed = True
             self._source.events.close()
+            self._pods.stop_retries()
             with anyio.move_on_after(self._cleanup_timeout, shield=True):
                 if self._watcher is not None:
                     await self._watcher.aclose()
@@ -201,16 +211,20 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
     async def aclose(self) -> None:
         """Stop accepting operations and wait for those in flight. Idempotent.
 
-        Leaving ``async with`` does this too, and also stops watching.
+        Operations in flight are not retried any more: one waiting to retry (see
+        [`RetryPolicy`][cni_async.RetryPolicy]) raises its last error at once. Leaving
+        ``async with`` does this too, and also stops watching.
         """
         self._closed = True
         self._source.events.close()
+        self._pods.stop_retries()
         await self._idle.wait()
 
     def shutdown(self) -> None:
-        """Stop accepting new operations at once (ocicni's ``Shutdown``); see
-        [`aclose`][cni_async.CNIPlugin.aclose]."""
+        """Stop accepting new operations at once (ocicni's ``Shutdown``), and retrying those in
+        flight after their current attempt or wait; see [`aclose`][cni_async.CNIPlugin.aclose]."""
         self._closed = True
+        self._pods.retries_stopped = True
 
     @asynccontextmanager
     async def _operation(self, kind: str, pod: PodNetwork | None = None) -> AsyncIterator[None]:
@@ -296,15 +310,23 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
         nothing stays attached and no cache entry remains; then the error or the cancellation
         propagates.
 
+        **Retries**: with a ``retry`` policy, a set-up that failed only with code 11 (and was
+        rolled back cleanly) runs again after a backoff, without the pod's lock; a teardown of
+        the pod that begins meanwhile ends the retries (see
+        [`RetryPolicy`][cni_async.RetryPolicy]).
+
         :raises InvalidArgument: a bad container ID, interface name, static IP or MAC, or
             duplicate interface names (before any plugin runs)
         :raises NetworkNotFound: a requested network (or the default) has no valid configuration
         :raises NamespaceError: the pod's network namespace does not exist
-        :raises PodNetworkError: one or more networks failed; each plugin error is kept
+        :raises PodNetworkError: one or more networks failed; each plugin error is kept (the
+            last attempt's, with a ``retry`` policy)
         """
         async with self._operation("set_up_pod", pod):
             validate_container_id(pod.id)  # inside: observers see a refused call too
-            return await set_up(self._pods, pod)
+            return await with_retries(
+                self._retry, self._pods, "set_up_pod", pod, lambda: set_up(self._pods, pod)
+            )
 
     async def tear_down_pod(self, pod: PodNetwork) -> None:
         """Detach ``pod`` from its networks; best effort, every network and plugin is tried.
@@ -314,12 +336,17 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
         the default network gets DEL. A namespace that no longer exists is passed as an empty
         ``CNI_NETNS`` (the SPEC allows it), so IP leases are still released.
 
+        With a ``retry`` policy, a teardown that failed only with code 11 runs again after a
+        backoff (see [`RetryPolicy`][cni_async.RetryPolicy]).
+
         :raises PodNetworkError: some networks failed (all were tried; their cache entries stay
             so a retry or GC can finish)
         """
         async with self._operation("tear_down_pod", pod):
             validate_container_id(pod.id)  # inside: observers see a refused call too
-            await tear_down(self._pods, pod)
+            await with_retries(
+                self._retry, self._pods, "tear_down_pod", pod, lambda: tear_down(self._pods, pod)
+            )
 
     async def get_pod_network_status(self, pod: PodNetwork) -> list[NetResult]:
         """The addresses of ``pod`` on each of its networks, checked.
@@ -374,7 +401,13 @@ class CNIPlugin(anyio.AsyncContextManagerMixin):
         never taken for stale and counts as in use; the GC verb itself waits for set-ups in
         flight, and set-ups that start meanwhile wait for it.
 
+        With a ``retry`` policy, a GC whose every failed step failed with code 11 runs again
+        after a backoff (see [`RetryPolicy`][cni_async.RetryPolicy]).
+
         :raises MultipleErrors: some steps failed (each error is kept)
         """
         async with self._operation("gc"):
-            await collect_garbage(self._pods, valid_pods)
+            valid = list(valid_pods)  # an iterator would be empty on a second attempt
+            await with_retries(
+                self._retry, self._pods, "gc", None, lambda: collect_garbage(self._pods, valid)
+            )

@@ -25,6 +25,7 @@ logger = logging.getLogger("cni_async.pod")
 
 async def tear_down(ctx: PodContext, pod: PodNetwork) -> None:
     """``CNIPlugin.tear_down_pod`` once the call is admitted (see its docstring)."""
+    ctx.supersede_set_ups(pod.id)
     async with ctx.pod_locks.hold((pod.namespace, pod.name)):
         netns = await ctx.usable_netns(pod.netns)
         await ctx.wait_for_set_up_elsewhere(pod.id)

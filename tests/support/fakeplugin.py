@@ -42,6 +42,14 @@ b = behaviours.get(
     behaviours.get(command, behaviours.get("*", {})),
 )
 
+# "times": N applies the behaviour to the first N runs of this command only (this one counted);
+# later runs behave as if nothing were set.
+if b.get("times") is not None:
+    with open(state + ".log") as log:
+        runs = sum(json.loads(line)["command"] == command for line in log)
+    if runs > int(b["times"]):
+        b = {}
+
 if b.get("ignore_term"):
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 # A child that keeps stdout/stderr open long after we exit.

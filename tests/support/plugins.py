@@ -33,7 +33,9 @@ class FakePlugin:
 
     def on(self, command: str, **behaviour: Any) -> FakePlugin:
         """Set what the plugin does for ``command`` (``"*"`` for every command,
-        ``"ADD:<container ID>"`` for one container's ADD only)."""
+        ``"ADD:<container ID>"`` for one container's ADD only); with ``times=N`` only the
+        first N runs of ``command`` in the plugin's whole log behave so, later ones as if
+        nothing were set."""
         self._behaviour[command] = behaviour
         self._save()
         return self
