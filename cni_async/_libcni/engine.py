@@ -9,14 +9,9 @@ never rolls back on its own either; [`CNIPlugin`][cni_async.CNIPlugin] does that
 from __future__ import annotations
 
 import logging
-import math
-import os
-import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from contextlib import nullcontext
 from typing import Any, Final, TypeVar
 
-import anyio
 import msgspec
 
 from .._errors import (
@@ -26,7 +21,6 @@ from .._errors import (
     ConfigError,
     MultipleErrors,
     PluginError,
-    PluginTimeout,
     ProtocolError,
     VersionError,
 )
@@ -44,8 +38,9 @@ from .._spec.validation import validate_container_id, validate_network_name
 from .._spec.versions import CURRENT_VERSION, version_at_least, version_at_least_or_false
 from .cache import CacheEntry, ResultCache, decode_entry
 from .exec import PluginExecutor, SpawnExecutor, cni_env
-from .observing import PluginRunInfo, PluginRunObserver, PluginRunObservers, observed_env
-from .runtime import DEFAULT_TIMEOUTS, PluginInfo, RuntimeConf, validate_request, version_decoder
+from .observing import PluginRunObserver
+from .runner import PluginRunner, raw
+from .runtime import PluginInfo, RuntimeConf, validate_request, version_decoder
 
 __all__ = ["CNIEngine"]
 
@@ -90,119 +85,37 @@ class CNIEngine:
         observers: Sequence[PluginRunObserver] = (),
         owner: str = "",
     ) -> None:
-        self.bin_dirs = tuple(bin_dirs)
-        self.timeouts: dict[str, float | None] = {**DEFAULT_TIMEOUTS, **(timeouts or {})}
         self.cache = ResultCache(cache_dir, owner=owner)
-        self.executor: PluginExecutor = executor or SpawnExecutor()
-        base = {k: os.environ[k] for k in inherit_env if k in os.environ}
-        base.update(extra_env or {})
-        self._base_env = base
-        if max_concurrent_execs is not None and max_concurrent_execs < 1:
-            raise ValueError(f"max_concurrent_execs must be at least 1, not {max_concurrent_execs}")
-        self._limiter = (
-            anyio.CapacityLimiter(max_concurrent_execs) if max_concurrent_execs else None
+        self._runner = PluginRunner(
+            bin_dirs,
+            executor=executor or SpawnExecutor(),
+            inherit_env=inherit_env,
+            extra_env=extra_env,
+            max_concurrent_execs=max_concurrent_execs,
+            timeouts=timeouts,
+            observers=observers,
         )
-        self.observers = PluginRunObservers(observers)
 
     # -- one plugin -------------------------------------------------------------------------
 
+    @property
+    def bin_dirs(self) -> tuple[str, ...]:
+        """The directories searched for plugin binaries, in order (``CNI_PATH``)."""
+        return self._runner.bin_dirs
+
+    @property
+    def timeouts(self) -> dict[str, float | None]:
+        """The longest each verb's plugin may run, in seconds (a change applies to later runs)."""
+        return self._runner.timeouts
+
+    @property
+    def executor(self) -> PluginExecutor:
+        """How plugins are run."""
+        return self._runner.executor
+
     def plugin_env(self, verb: str, rt: RuntimeConf | None = None) -> dict[str, str]:
         """The environment a plugin gets for ``verb`` (for GC and STATUS, ``rt`` is ``None``)."""
-        if rt is None:
-            return cni_env(verb, bin_dirs=self.bin_dirs, base=self._base_env)
-        return cni_env(
-            verb,
-            container_id=rt.container_id,
-            netns=rt.netns,
-            ifname=rt.ifname,
-            args=rt.args,
-            bin_dirs=self.bin_dirs,
-            base=self._base_env,
-        )
-
-    async def _exec(
-        self,
-        network: str,
-        plugin: PluginConfig,
-        verb: str,
-        stdin: bytes,
-        rt: RuntimeConf | None,
-        decode: Callable[[bytes], T],
-    ) -> T:
-        return await self._run(
-            plugin.type, verb, stdin, self.plugin_env(verb, rt), network, rt, decode=decode
-        )
-
-    async def _run(
-        self,
-        plugin_type: str,
-        verb: str,
-        stdin: bytes,
-        env: Mapping[str, str],
-        network: str | None,
-        rt: RuntimeConf | None = None,
-        *,
-        decode: Callable[[bytes], T],
-        limited: bool = True,
-    ) -> T:
-        """Run one plugin once a process slot is free (``max_concurrent_execs``), observed;
-        return its output through ``decode``.
-
-        The wait for a slot counts neither against the verb's timeout nor in what observers
-        see: both cover the plugin run alone, ``decode`` included (a plugin that exits 0 but
-        prints garbage is a failed run). ``limited=False`` (VERSION probes) takes no slot, so
-        a reload never waits behind slow pod operations.
-        """
-        async with self._limiter if limited and self._limiter else nullcontext():
-            if not self.observers:
-                return await _decoded(
-                    decode, await self._run_plugin(plugin_type, verb, stdin, env, network)
-                )
-            info = PluginRunInfo(
-                verb=verb,
-                plugin=plugin_type,
-                network=network,
-                container_id=rt.container_id if rt else None,
-                ifname=rt.ifname if rt else None,
-            )
-            observed = dict(env)
-            with self.observers.plugin_run(info, observed):
-                return await _decoded(
-                    decode,
-                    await self._run_plugin(
-                        plugin_type, verb, stdin, observed_env(env, observed), network
-                    ),
-                )
-
-    async def _run_plugin(
-        self, plugin_type: str, verb: str, stdin: bytes, env: Mapping[str, str], network: str | None
-    ) -> bytes:
-        """Find and run one plugin under the verb's timeout."""
-        started = time.perf_counter()
-        timeout = self.timeouts.get(verb)
-        try:
-            path = self.executor.find_plugin(plugin_type, self.bin_dirs)
-            with anyio.move_on_after(timeout if timeout is not None else math.inf):
-                return await self.executor.exec_plugin(path, stdin=stdin, env=env)
-            raise PluginTimeout(
-                f"the plugin did not finish {verb} within {timeout} s and was stopped; raise "
-                f"timeouts[{verb!r}] if it is just slow",
-                plugin=plugin_type,
-                verb=verb,
-                network=network,
-            )
-        except CNIError as exc:
-            exc.add_context(plugin=plugin_type, verb=verb, network=network)
-            logger.debug("%s %s on %s failed: %s", verb, plugin_type, network, exc)
-            raise
-        finally:
-            logger.debug(
-                "%s %s on %s took %.1f ms",
-                verb,
-                plugin_type,
-                network,
-                (time.perf_counter() - started) * 1000,
-            )
+        return self._runner.env(verb, rt)
 
     # -- chains -----------------------------------------------------------------------------
 
@@ -246,7 +159,7 @@ class CNIEngine:
                 prev_result=result_to_builtins(result) if result is not None else None,
                 capability_args=rt.capability_args,
             )
-            result = await self._exec(
+            result = await self._runner.run_in_chain(
                 netlist.name, plugin, "ADD", stdin, rt, _result_decoder(netlist, plugin)
             )
         assert result is not None
@@ -299,7 +212,7 @@ class CNIEngine:
             stdin = plugin_stdin(
                 netlist, plugin, prev_result=prev, capability_args=rt.capability_args
             )
-            await self._exec(netlist.name, plugin, "CHECK", stdin, rt, _raw)
+            await self._runner.run_in_chain(netlist.name, plugin, "CHECK", stdin, rt, raw)
         return cached
 
     async def del_network_list(
@@ -334,7 +247,7 @@ class CNIEngine:
                 netlist, plugin, prev_result=prev, capability_args=rt.capability_args
             )
             try:
-                await self._exec(netlist.name, plugin, "DEL", stdin, rt, _raw)
+                await self._runner.run_in_chain(netlist.name, plugin, "DEL", stdin, rt, raw)
             except CNIError as exc:
                 if not keep_going:
                     raise
@@ -425,10 +338,10 @@ class CNIEngine:
 
     async def _exec_version(self, plugin_type: str) -> bytes:
         # The dummies are for old plugins (skel before 0.3) that insisted on these variables.
-        env = cni_env("VERSION", netns="dummy", ifname="dummy", base=self._base_env)
+        env = cni_env("VERSION", netns="dummy", ifname="dummy", base=self._runner.base_env)
         env["CNI_PATH"] = "dummy"
-        return await self._run(
-            plugin_type, "VERSION", _VERSION_STDIN, env, None, decode=_raw, limited=False
+        return await self._runner.run(
+            plugin_type, "VERSION", _VERSION_STDIN, env, None, decode=raw, limited=False
         )
 
     async def validate_network_list(
@@ -490,8 +403,8 @@ class CNIEngine:
         if not version_at_least_or_false(netlist.cni_version, "1.1.0"):
             return
         for plugin in netlist.plugins:
-            await self._exec(
-                netlist.name, plugin, "STATUS", status_stdin(netlist, plugin), None, _raw
+            await self._runner.run_in_chain(
+                netlist.name, plugin, "STATUS", status_stdin(netlist, plugin), None, raw
             )
 
     async def gc_network_list(
@@ -563,28 +476,13 @@ class CNIEngine:
                 list(valid_attachments) if valid_attachments is not None else msgspec.UNSET,
             )
             try:
-                await self._exec(netlist.name, plugin, "GC", stdin, None, _raw)
+                await self._runner.run_in_chain(netlist.name, plugin, "GC", stdin, None, raw)
             except CNIError as exc:
                 errors.append(exc)
         if errors:
             raise MultipleErrors(
                 f"GC of network {netlist.name!r} failed", errors, network=netlist.name
             )
-
-
-def _raw(output: bytes) -> bytes:
-    return output
-
-
-# Outputs larger than this are decoded in a worker thread: a result with 100 000 addresses
-# takes more than a second to parse and check, which on the event loop would stall every pod.
-_DECODE_IN_THREAD: Final = 256 * 1024
-
-
-async def _decoded(decode: Callable[[bytes], T], output: bytes) -> T:
-    if len(output) <= _DECODE_IN_THREAD:
-        return decode(output)
-    return await anyio.to_thread.run_sync(decode, output)
 
 
 def _result_decoder(netlist: NetworkConfigList, plugin: PluginConfig) -> Callable[[bytes], Result]:
