@@ -19,7 +19,8 @@ from collections.abc import Sequence
 
 import anyio
 
-from cni_async import CNIEngine, CNIError, RuntimeConf, load_config_dir
+from cni_async import CNIError
+from cni_async.libcni import CNIEngine, RuntimeConf, load_config_dir
 
 
 async def main(
