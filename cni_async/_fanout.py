@@ -18,12 +18,26 @@ __all__ = ["errors_by_index", "for_each"]
 T = TypeVar("T")
 
 
-async def for_each(count: int, run: Callable[[int], Coroutine[Any, Any, None]]) -> None:
-    """Run ``run(index)`` for every index at once; a single one is awaited directly (a task
-    group costs more than the whole of a fast plugin's run). The first exception that is not
-    caught in ``run`` cancels the others and propagates."""
+async def for_each(
+    count: int, run: Callable[[int], Coroutine[Any, Any, None]], *, limit: int | None = None
+) -> None:
+    """Run ``run(index)`` for every index at once, or with ``limit``, in at most that many tasks
+    that take the indices in order; a single one is awaited directly (a task group costs more
+    than the whole of a fast plugin's run). The first exception that is not caught in ``run``
+    cancels the others and propagates."""
     if count == 1:
         await run(0)
+        return
+    if limit is not None and limit < count:
+        indices = iter(range(count))  # shared: each task takes the next index when it is free
+
+        async def take() -> None:
+            for index in indices:
+                await run(index)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(limit):
+                tg.start_soon(take)
         return
     async with anyio.create_task_group() as tg:
         for index in range(count):

@@ -11,6 +11,7 @@ from __future__ import annotations
 from ._confdir import watch as watch_module
 from ._confdir.build import VersionCache, build_snapshot
 from ._confdir.events import EventHub
+from ._fanout import for_each
 from ._json import decode_like_go
 from ._libcni import confload as confload_module
 from ._libcni import engine as engine_module
@@ -45,6 +46,7 @@ __all__ = [
     "encode_result",
     "engine_module",
     "find_plugin",
+    "for_each",
     "gc_stdin",
     "groupcommit_module",
     "is_try_again_later",
