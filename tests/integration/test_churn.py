@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 import pytest
 
 from ..support.netns import require_real_plugins, unavailable
+from ..support.procs import run_benchmark
 
 CHURN = Path(__file__).resolve().parents[2] / "benchmarks" / "churn.py"
 
@@ -120,15 +120,7 @@ def test_churn_reports_and_leaks_nothing(tmp_path: Path, config: str, command: l
         unavailable("the exec floor needs a C compiler")
     args = [sys.executable, *command, "--config", config, "--pods", "6", "--concurrency", "1,3"]
     args += ["--json", str(tmp_path / "r.json"), "--plot", str(tmp_path / "r.png")]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=300)
-    except subprocess.TimeoutExpired:
-        # SIGTERM first: the benchmark then stops its worker and removes what it made.
-        proc.terminate()
-        stdout, stderr = proc.communicate(timeout=60)
-        pytest.fail(f"the benchmark took over 300 s\n{stdout}{stderr}")
-    out = subprocess.CompletedProcess(args, proc.returncode, stdout, stderr)
+    out = run_benchmark(args)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "leaks: none" in out.stdout
     records = json.loads((tmp_path / "r.json").read_text())

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from ..support.netns import require_real_plugins
+from ..support.procs import run_benchmark
 
 SCALE = Path(__file__).resolve().parents[2] / "benchmarks" / "scale.py"
 SECTIONS = ("fill", "restart", "drain", "stale_gc", "files", "reload_churn", "growth")
@@ -21,15 +21,8 @@ def test_scale_reports_and_leaks_nothing(tmp_path: Path) -> None:
     args = [sys.executable, str(SCALE), "--pods", "20", "--stale", "200", "--files", "20"]
     args += ["--churn-pods", "16", "--json", str(tmp_path / "r.json")]
     args += ["--plot", str(tmp_path / "r.png")]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=300)
-    except subprocess.TimeoutExpired:
-        # SIGTERM first: the benchmark then stops its worker and removes what it made.
-        proc.terminate()
-        stdout, stderr = proc.communicate(timeout=60)
-        pytest.fail(f"the benchmark took over 300 s\n{stdout}{stderr}")
-    assert proc.returncode == 0, stdout + stderr
+    out = run_benchmark(args)
+    assert out.returncode == 0, out.stdout + out.stderr
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["leaks"] == [] and report["errors"] == []
     assert set(SECTIONS) <= set(report)

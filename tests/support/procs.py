@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import time
+
+import pytest
 
 
 def alive(pid: int) -> bool:
@@ -45,3 +48,16 @@ def children() -> list[int]:
         if int(fields[1]) == me:
             found.append(int(name))
     return found
+
+
+def run_benchmark(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run a benchmark script to its end; past ``timeout`` s, stop it with SIGTERM (it then
+    stops its worker and removes what it made) and fail the test."""
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        stdout, stderr = proc.communicate(timeout=60)
+        pytest.fail(f"the benchmark took over {timeout} s\n{stdout}{stderr}")
+    return subprocess.CompletedProcess(args, proc.returncode, stdout, stderr)
