@@ -675,18 +675,22 @@ def worker_command(node: str, script: str, spec: dict[str, Any]) -> list[str]:
     return ["ip", "netns", "exec", node, sys.executable, script, "--worker", json.dumps(spec)]
 
 
-def measure(node: str, spec: dict[str, Any], label: str) -> dict[str, Any]:
-    result = Path(spec["work"]) / f"result-{spec['prefix']}-{spec['mode']}.json"
-    spec = {**spec, "result": str(result)}
-    command = worker_command(node, str(Path(__file__).resolve()), spec)
-    # A session of its own, so that stopping it stops its floor and plugins too.
-    proc = subprocess.Popen(
-        command,
+def start_worker(node: str, script: str, spec: dict[str, Any]) -> subprocess.Popen[str]:
+    """``script`` as a worker in the node namespace, its progress on stderr; in a session of
+    its own, so that stopping it stops its floor and plugins too."""
+    return subprocess.Popen(
+        worker_command(node, script, spec),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
     )
+
+
+def measure(node: str, spec: dict[str, Any], label: str) -> dict[str, Any]:
+    result = Path(spec["work"]) / f"result-{spec['prefix']}-{spec['mode']}.json"
+    spec = {**spec, "result": str(result)}
+    proc = start_worker(node, str(Path(__file__).resolve()), spec)
     assert proc.stderr is not None
     other: list[str] = []
     progress(label, 0, spec["pods"])

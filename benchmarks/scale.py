@@ -643,15 +643,8 @@ def run_worker(node: str, spec: dict[str, Any]) -> dict[str, Any]:
     """Run one worker in the node namespace, showing its progress; its record."""
     result = Path(spec["work"]) / f"result-{spec['mode']}.json"
     spec = {**spec, "result": str(result)}
-    command = churn.worker_command(node, str(Path(__file__).resolve()), spec)
     started = time.perf_counter()
-    proc = subprocess.Popen(
-        command,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    proc = churn.start_worker(node, str(Path(__file__).resolve()), spec)
     assert proc.stderr is not None
     other: list[str] = []
     shown = ""
