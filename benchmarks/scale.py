@@ -67,6 +67,7 @@ from cni_async import (
     RuntimeConf,
     parse_result,
 )
+from cni_async._testing import for_each
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -133,21 +134,6 @@ def ms(values: Sequence[float]) -> dict[str, float]:
     """p50 and p99 in milliseconds (churn's percentiles: median, nearest rank)."""
     found = churn.percentiles(list(values))
     return {"p50_ms": found["p50_ms"], "p99_ms": found["p99_ms"], "count": float(len(values))}
-
-
-async def pool(
-    items: Iterable[int], concurrency: int, job: Callable[[int], Awaitable[None]]
-) -> None:
-    """``concurrency`` tasks, each taking the next item when done with the last."""
-    queue = iter(list(items))
-
-    async def runner() -> None:
-        for i in queue:
-            await job(i)
-
-    async with anyio.create_task_group() as tg:
-        for _ in range(concurrency):
-            tg.start_soon(runner)
 
 
 async def timed(into: list[float], call: Awaitable[object]) -> None:
@@ -240,7 +226,7 @@ async def timed_each(
         except CNIError as exc:
             errors.append(f"{what} of pod {i}: {exc}")
 
-    await pool(items, CONCURRENCY, one)
+    await for_each(len(items), lambda index: one(items[index]), limit=CONCURRENCY)
     return latencies
 
 
@@ -389,7 +375,7 @@ async def write_stale(cni: CNIPlugin, count: int) -> None:
         rt = RuntimeConf(container_id=cid, netns="", ifname="eth0", args=args)
         await cni.engine.cache.write(cni.engine.cache_entry(network, rt, result))
 
-    await pool(range(count), WRITERS, write)
+    await for_each(count, write, limit=WRITERS)
 
 
 async def stale_gc(spec: dict[str, Any], count: int) -> dict[str, Any]:
@@ -512,7 +498,7 @@ async def churn_round(
             churn.netns_del(f"{prefix}{i}")
 
     started = time.perf_counter()
-    await pool(range(first, first + count), CONCURRENCY, cycle)
+    await for_each(count, lambda index: cycle(first + index), limit=CONCURRENCY)
     return {"elapsed_s": time.perf_counter() - started, "set_up": latencies, "errors": errors}
 
 

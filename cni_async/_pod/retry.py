@@ -12,7 +12,6 @@ so the wait never blocks other operations on the pod.
 # No ``from __future__ import annotations`` here: msgspec resolves string annotations in the
 # namespace of the class's ``__module__``, which the package sets to ``cni_async``.
 import logging
-import math
 import random
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -22,7 +21,7 @@ import anyio
 import msgspec
 
 from .._errors import ERR_TRY_AGAIN_LATER, CNIError, MultipleErrors, PodNetworkError
-from .._spec.validation import check_int, type_error
+from .._spec.validation import check_int, check_number
 from .context import PodContext, RetryStop, operation_info
 from .models import PodNetwork
 
@@ -31,16 +30,6 @@ __all__ = ["RetryPolicy", "is_try_again_later", "with_retries"]
 logger = logging.getLogger("cni_async.pod")
 
 _T = TypeVar("_T")
-
-
-def _check_number(field: str, value: object, low: float, high: float = math.inf) -> None:
-    """:raises TypeError: unless ``value`` is an ``int`` or ``float`` (``bool`` is refused);
-    :raises ValueError: unless it is finite and ``low <= value <= high``."""
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        raise type_error(f"RetryPolicy.{field}", "a number", value)
-    if not (math.isfinite(value) and low <= value <= high):
-        bounds = f"{low}..{high}" if math.isfinite(high) else f"finite and >= {low}"
-        raise ValueError(f"RetryPolicy.{field} must be {bounds}, got {value!r}")
 
 
 class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
@@ -79,15 +68,15 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
 
     def __post_init__(self) -> None:
         check_int("RetryPolicy", "max_attempts", self.max_attempts, 1, 1_000_000)
-        _check_number("initial_delay", self.initial_delay, 0.0)
-        _check_number("multiplier", self.multiplier, 1.0)
-        _check_number("max_delay", self.max_delay, 0.0)
+        check_number("RetryPolicy", "initial_delay", self.initial_delay, 0.0)
+        check_number("RetryPolicy", "multiplier", self.multiplier, 1.0)
+        check_number("RetryPolicy", "max_delay", self.max_delay, 0.0)
         if self.max_delay < self.initial_delay:
             raise ValueError(
                 f"RetryPolicy.max_delay must be >= initial_delay ({self.initial_delay!r}), "
                 f"got {self.max_delay!r}"
             )
-        _check_number("jitter", self.jitter, 0.0, 1.0)
+        check_number("RetryPolicy", "jitter", self.jitter, 0.0, 1.0)
 
     def delay(self, retry: int) -> float:
         """Seconds to wait before retry number ``retry`` (``1`` before the second attempt),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import math
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
@@ -185,6 +186,16 @@ def check_int(
         raise type_error(f"{owner}.{field}", "int", value)
     if not low <= value <= high:
         raise ValueError(f"{owner}.{field} must be {low}..{high_text or high}, got {value}")
+
+
+def check_number(owner: str, field: str, value: object, low: float, high: float = math.inf) -> None:
+    """:raises TypeError: unless ``value`` is an ``int`` or ``float`` (``bool`` is refused);
+    :raises ValueError: unless it is finite and ``low <= value <= high``."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise type_error(f"{owner}.{field}", "a number", value)
+    if not (math.isfinite(value) and low <= value <= high):
+        bounds = f"{low}..{high}" if math.isfinite(high) else f"finite and >= {low}"
+        raise ValueError(f"{owner}.{field} must be {bounds}, got {value!r}")
 
 
 @functools.lru_cache(maxsize=1024)

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import anyio
 
-from cni_async import InterfaceState, NamespaceError
+from cni_async import CNIPlugin, InterfaceState, NamespaceError
 
 
 class FakeNamespaces:
@@ -47,3 +49,17 @@ class FakeNamespaces:
 
     def host_namespace(self, netns: str) -> str | None:
         return "this process's own" if netns == "/fake/netns/host" else None
+
+
+def fake_cni(dirs: dict[str, Path], namespaces: FakeNamespaces, **kwargs: Any) -> CNIPlugin:
+    """A ``CNIPlugin`` over ``dirs`` (``conf``, ``bin``, ``cache``) and the fake seam; not
+    watching, so each test decides when the configuration is read."""
+    return CNIPlugin(
+        str(dirs["conf"]),
+        [str(dirs["bin"])],
+        str(dirs["cache"]),
+        watch=False,
+        cleanup_timeout=10,
+        namespaces=namespaces,
+        **kwargs,
+    )

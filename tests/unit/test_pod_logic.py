@@ -22,7 +22,7 @@ from cni_async import (
     PodNetworkError,
 )
 
-from ..support.namespaces import FakeNamespaces
+from ..support.namespaces import FakeNamespaces, fake_cni
 from ..support.plugins import FakePlugin, write_conflist
 
 pytestmark = pytest.mark.anyio
@@ -46,14 +46,7 @@ def fakes(dirs: dict[str, Path]) -> dict[str, FakePlugin]:
 async def cni(
     dirs: dict[str, Path], fakes: dict[str, FakePlugin], namespaces: FakeNamespaces
 ) -> AsyncIterator[CNIPlugin]:
-    async with CNIPlugin(
-        str(dirs["conf"]),
-        [str(dirs["bin"])],
-        str(dirs["cache"]),
-        watch=False,
-        cleanup_timeout=10,
-        namespaces=namespaces,
-    ) as plugin:
+    async with fake_cni(dirs, namespaces) as plugin:
         yield plugin
 
 

@@ -42,7 +42,7 @@ from cni_async import (
 )
 from cni_async._testing import is_try_again_later
 
-from ..support.namespaces import FakeNamespaces
+from ..support.namespaces import FakeNamespaces, fake_cni
 from ..support.plugins import FakePlugin, write_conflist
 
 pytestmark = pytest.mark.anyio
@@ -89,16 +89,15 @@ def plugin(
     retry: RetryPolicy | None,
     *observers: Observer,
 ) -> CNIPlugin:
-    return CNIPlugin(
-        str(dirs["conf"]),
-        [str(dirs["bin"])],
-        str(dirs["cache"]),
-        watch=False,
-        cleanup_timeout=10,
-        namespaces=namespaces,
-        observers=observers,
-        retry=retry,
-    )
+    return fake_cni(dirs, namespaces, observers=observers, retry=retry)
+
+
+async def set_up_keeping_error(cni: CNIPlugin, p: PodNetwork, failed: list[BaseException]) -> None:
+    """``set_up_pod(p)``, its ``PodNetworkError`` kept in ``failed`` rather than raised."""
+    try:
+        await cni.set_up_pod(p)
+    except PodNetworkError as exc:
+        failed.append(exc)
 
 
 @pytest.fixture
@@ -333,15 +332,8 @@ async def test_the_pod_lock_is_free_in_a_backoff_and_a_teardown_ends_it(
     async with plugin(dirs, namespaces, SLOW, recorder) as cni:
         # a deadline beyond the 30 s delay, so the set-up does wait; the test takes far less
         with anyio.fail_after(60):
-
-            async def set_up() -> None:
-                try:
-                    await cni.set_up_pod(p)
-                except PodNetworkError as exc:
-                    failed.append(exc)
-
             async with anyio.create_task_group() as tg:
-                tg.start_soon(set_up)
+                tg.start_soon(set_up_keeping_error, cni, p, failed)
                 await recorder.retried.wait()
                 started = anyio.current_time()
                 await cni.tear_down_pod(p)  # takes the pod's lock: not held by the backoff
@@ -363,15 +355,8 @@ async def test_closing_the_plugin_ends_the_retries(
     policy = SLOW if close == "aclose" else RetryPolicy(initial_delay=0.5, jitter=0.0)
     async with plugin(dirs, namespaces, policy, recorder) as cni:
         with anyio.fail_after(60):  # beyond the 30 s delay: the set-up does wait
-
-            async def set_up() -> None:
-                try:
-                    await cni.set_up_pod(pod(namespaces))
-                except PodNetworkError as exc:
-                    failed.append(exc)
-
             async with anyio.create_task_group() as tg:
-                tg.start_soon(set_up)
+                tg.start_soon(set_up_keeping_error, cni, pod(namespaces), failed)
                 await recorder.retried.wait()
                 started = anyio.current_time()
                 if close == "aclose":
