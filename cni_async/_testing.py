@@ -16,6 +16,7 @@ from ._json import decode_like_go
 from ._libcni import confload as confload_module
 from ._libcni import engine as engine_module
 from ._libcni import groupcommit as groupcommit_module
+from ._libcni import spawner as spawner_module
 from ._libcni.cache import ResultCache, decode_entry
 from ._libcni.exec import cni_env, find_plugin, plugin_failure
 from ._libcni.groupcommit import GroupCommit
@@ -59,6 +60,7 @@ __all__ = [
     "result_to_builtins",
     "runtime_conf",
     "socket_in",
+    "spawner_module",
     "status_stdin",
     "watch_module",
 ]

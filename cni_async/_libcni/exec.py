@@ -1,10 +1,11 @@
 """Running plugin binaries: lookup, the CNI environment, and the process itself.
 
-The default executor spawns each plugin with ``os.posix_spawn`` in a session of its own, feeds
-stdin through a pipe, drains stdout and stderr without blocking and waits for the exit through a
-pidfd; every wait goes through ``anyio.wait_readable()``, so it works on asyncio and on trio. This
-path costs a fraction of ``anyio.open_process`` per exec (see ``docs/differences.md``) and keeps the
-same guarantees:
+The default executor hands each plugin to the spawner thread (``_libcni.spawner``), which starts
+it with ``posix_spawn`` in a session of its own; the event loop feeds stdin through a pipe,
+drains stdout and stderr without blocking and waits for the exit through a pidfd. Every wait goes
+through ``anyio.wait_readable()``, so it works on asyncio and on trio. This path costs the loop a
+fraction of ``anyio.open_process`` per exec (see ``docs/differences.md``) and keeps the same
+guarantees:
 
 * cancellation (or the executor's own ``timeout``) sends SIGTERM to the plugin, gives the rest of
   its process group (an IPAM helper finishing a lease) up to ``kill_grace`` seconds to exit, then
@@ -14,7 +15,9 @@ same guarantees:
 * a grandchild that keeps the output pipes open after the plugin exits cannot hang the call: after
   ``pipe_grace`` seconds the group is killed;
 * "text file busy" on exec (a binary still being written) is retried up to five times, one second
-  apart, and the wait is cancellable.
+  apart, and the wait is cancellable;
+* a run cancelled while its plugin waits in the spawner's queue never starts it; one cancelled
+  while the spawn is under way waits for the spawn (well under a millisecond), then stops it.
 
 The group is always signalled before the plugin is reaped, while its zombie still pins the process
 group ID, so a recycled PID can never receive our signal.
@@ -45,6 +48,7 @@ from .._errors import (
     ProtocolError,
 )
 from .._json import decode_like_go
+from . import spawner
 
 __all__ = ["PluginExecutor", "SpawnExecutor", "cni_env", "find_plugin", "held_lock"]
 
@@ -60,6 +64,7 @@ _ETXTBSY_DELAY: Final = 1.0
 _STDERR_TAIL: Final = 16 * 1024
 _READ_SIZE: Final = 65536
 _READS_PER_WAKEUP: Final = 16
+_SETTLE_POLL: Final = 0.0005  # a spawn under way ends well within a millisecond
 _REAP_LIMIT: Final = 10.0  # a SIGKILLed process only outlives this in uninterruptible sleep
 # exec errors that say the file is not a runnable program (others: out of descriptors, memory...)
 _NOT_EXECUTABLE: Final = frozenset(
@@ -199,6 +204,28 @@ def plugin_failure(stdout: bytes, stderr: bytes, returncode: int) -> PluginError
     )
 
 
+def _exec_failure(path: str, cause: BaseException | None) -> BaseException:
+    """What a plugin that could not be started raises: ``cause`` as a PluginExecFailed."""
+    if isinstance(cause, ValueError):  # a NUL byte in the path or the environment
+        return PluginExecFailed(
+            f"could not execute {path}: {cause} (a NUL byte cannot be passed to a process)",
+            errno=errno.EINVAL,
+            path=path,
+        )
+    if not isinstance(cause, OSError):
+        return cause or RuntimeError(f"could not execute {path}")
+    hint = (
+        "; check that it is an executable for this machine"
+        if cause.errno in _NOT_EXECUTABLE
+        else ""
+    )
+    return PluginExecFailed(
+        f"could not execute {path}: {os.strerror(cause.errno or 0)}{hint}",
+        errno=cause.errno or 0,
+        path=path,
+    )
+
+
 class SpawnExecutor:
     """The default [`PluginExecutor`][cni_async.libcni.PluginExecutor]: each plugin in a session of its
     own.
@@ -244,30 +271,19 @@ class SpawnExecutor:
             # A task cancelled already must not start a plugin only to stop it at once.
             await anyio.lowlevel.checkpoint_if_cancelled()
             try:
-                run = _PluginRun(path, stdin, env, self)
-            except ValueError as exc:  # a NUL byte in the path or the environment
-                raise PluginExecFailed(
-                    f"could not execute {path}: {exc} (a NUL byte cannot be passed to a process)",
-                    errno=errno.EINVAL,
-                    path=path,
-                ) from exc
-            except OSError as exc:
-                if exc.errno == errno.ETXTBSY and attempt < _ETXTBSY_RETRIES:
+                stdout, stderr, returncode = await _PluginRun(path, stdin, env, self).wait()
+            except _NotStarted as failed:
+                cause = failed.__cause__
+                if (
+                    isinstance(cause, OSError)
+                    and cause.errno == errno.ETXTBSY
+                    and attempt < _ETXTBSY_RETRIES
+                ):
                     attempt += 1
                     logger.debug("%s is busy (being written?); retry %d", path, attempt)
                     await anyio.sleep(_ETXTBSY_DELAY)
                     continue
-                hint = (
-                    "; check that it is an executable for this machine"
-                    if exc.errno in _NOT_EXECUTABLE
-                    else ""
-                )
-                raise PluginExecFailed(
-                    f"could not execute {path}: {os.strerror(exc.errno or 0)}{hint}",
-                    errno=exc.errno or 0,
-                    path=path,
-                ) from exc
-            stdout, stderr, returncode = await run.wait()
+                raise _exec_failure(path, cause) from cause
             if stderr and self.stderr_sink is not None:
                 try:
                     self.stderr_sink(path, stderr)
@@ -311,12 +327,14 @@ def _group_has_others(pgid: int) -> bool:
     return False
 
 
-def _nonblocking(fd: int) -> None:
-    os.set_blocking(fd, False)
+class _NotStarted(Exception):
+    """The plugin could not be started; ``__cause__`` says why (``OSError`` or ``ValueError``)."""
 
 
 class _PluginRun:
-    """One spawned plugin process; the constructor spawns it, ``wait()`` collects it."""
+    """One plugin process: the constructor hands it to the spawner thread, ``wait()`` collects
+    it. The loop thread owns the pipes' parent ends, the epoll instance and, once the spawn is
+    done, the pidfd; the spawner thread owns the child's ends (``_libcni.spawner``)."""
 
     def __init__(
         self, path: str, stdin: bytes, env: Mapping[str, str], executor: SpawnExecutor
@@ -326,63 +344,60 @@ class _PluginRun:
         self._stderr = bytearray()
         self._stdin = memoryview(stdin)
         self._overflow = False
+        self._reaped = False
         self._fds: list[int] = []
+        child: list[int] = []
+        self._poller: select.epoll | None = None
         try:
-            stdin_r, self._stdin_w = self._pipe()
-            self._out_r, out_w = self._pipe()
-            self._err_r, err_w = self._pipe()
-            _nonblocking(self._stdin_w)
+            for parent_end, child_end in ((1, 0), (0, 1), (0, 1)):
+                # Both ends non-blocking in one call; the spawner makes the child's blocking.
+                ends = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+                self._fds.append(ends[parent_end])
+                child.append(ends[child_end])
+            self._stdin_w, self._out_r, self._err_r = self._fds
             self._write_stdin()
-            if not self._stdin:
-                self._close(self._stdin_w)
-            actions = [
-                (os.POSIX_SPAWN_DUP2, stdin_r, 0),
-                (os.POSIX_SPAWN_DUP2, out_w, 1),
-                (os.POSIX_SPAWN_DUP2, err_w, 2),
-            ]
+            self._poller = select.epoll(4)
+            self._poller.register(self._out_r, select.EPOLLIN)
+            self._poller.register(self._err_r, select.EPOLLIN)
+            if self._stdin:
+                self._poller.register(self._stdin_w, select.EPOLLOUT)
+            else:
+                self._close_stdin()
+            dups = [(child[0], 0), (child[1], 1), (child[2], 2)]
             held = held_lock.get()
             if held is not None:  # last: its dup2 may replace a pipe end the parent had at 3
-                actions.append((os.POSIX_SPAWN_DUP2, held, 3))
-            self.pid = os.posix_spawn(
-                path,
-                [path],
-                env,
-                file_actions=actions,
-                setsid=True,
-                setsigmask=(),
-                setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
-            )
-        except BaseException:
+                dups.append((held, 3))
+            self._spawn = spawner.Spawn(path, env, dups, child, self._poller)
+            spawner.submit(self._spawn)
+        except BaseException as exc:
+            for fd in child:
+                os.close(fd)
             self._close_all()
+            if isinstance(exc, OSError):  # out of descriptors, say
+                raise _NotStarted from exc
             raise
-        for fd in (stdin_r, out_w, err_w):
-            self._close(fd)
-        self._reaped = False
-        try:
-            self._pidfd = os.pidfd_open(self.pid)
-        except OSError:
-            # Without a pidfd we cannot wait asynchronously: stop the plugin, reap it, clean up.
-            self._signal_group(signal.SIGKILL)
-            self._reap()
-            self._close_all()
-            raise
-        self._fds.append(self._pidfd)
-        _nonblocking(self._out_r)
-        _nonblocking(self._err_r)
 
-    def _pipe(self) -> tuple[int, int]:
-        r, w = os.pipe()
-        self._fds += (r, w)
-        return r, w
+    @property
+    def pid(self) -> int:
+        """The plugin's PID once started (0 before: never signal it then)."""
+        return self._spawn.pid
 
-    def _close(self, fd: int) -> None:
-        if fd in self._fds:
-            self._fds.remove(fd)
-            os.close(fd)
+    def _close_stdin(self) -> None:
+        # Forget the number too: the spawner thread's pidfd may be given it next.
+        self._fds.remove(self._stdin_w)
+        os.close(self._stdin_w)
+        self._stdin_w = -1
 
     def _close_all(self) -> None:
-        for fd in list(self._fds):
-            self._close(fd)
+        """Close what the loop thread owns; only once the spawn is settled."""
+        for fd in self._fds:
+            os.close(fd)
+        self._fds.clear()
+        if self._poller is not None:
+            self._poller.close()
+        if getattr(self, "_spawn", None) is not None and self._spawn.pidfd >= 0:
+            os.close(self._spawn.pidfd)
+            self._spawn.pidfd = -1
 
     def _write_stdin(self) -> None:
         try:
@@ -409,8 +424,7 @@ class _PluginRun:
             if fd == self._out_r:
                 self._stdout += chunk
                 if len(self._stdout) > self._executor.max_output:
-                    self._overflow = True
-                    self._signal_group(signal.SIGKILL)
+                    self._overflow = True  # wait() kills the group (the spawn may still be ending)
                     return False
             else:
                 self._stderr += chunk
@@ -419,8 +433,9 @@ class _PluginRun:
         return True
 
     def _signal_group(self, signum: int) -> None:
-        # Only before reaping: the zombie keeps the group ID from being recycled.
-        if not self._reaped:
+        # Only before reaping: the zombie keeps the group ID from being recycled. Never with
+        # no PID: killpg(0) would signal our own group.
+        if not self._reaped and self.pid > 0:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.pid, signum)
 
@@ -433,30 +448,34 @@ class _PluginRun:
             return None
         return os.waitstatus_to_exitcode(status)
 
+    async def _settle(self) -> None:
+        """Wait until the spawner thread has started the plugin or will never start it."""
+        while not self._spawn.settle():
+            await anyio.sleep(_SETTLE_POLL)
+
     async def wait(self) -> tuple[bytes, bytes, int | None]:
         """Wait for the plugin and its output; stop and reap it if this task is cancelled.
 
         One task watches stdout, stderr, stdin (while there is more to write) and the pidfd
         through a private epoll instance, so a run costs no extra task or task group.
+
+        :raises _NotStarted: if the spawner thread could not start it
         """
         try:
-            with select.epoll(4) as poller:
-                self._fds.append(poller.fileno())
-                try:
-                    self._pump(poller)
-                    exited = await self._pump_until_done(poller)
-                finally:
-                    self._fds.remove(poller.fileno())
             returncode: int | None
-            if exited:
+            if await self._pump_until_done():
                 returncode = self._reap()
-            else:  # killed for flooding stdout: let the kill land before reaping
+            else:  # flooded stdout: kill the group, let the kill land, reap
+                await self._settle()
+                self._signal_group(signal.SIGKILL)
                 returncode = -signal.SIGKILL
                 with anyio.move_on_after(_REAP_LIMIT):
-                    await anyio.wait_readable(self._pidfd)
+                    await anyio.wait_readable(self._spawn.pidfd)
                     returncode = self._reap()
                 if not self._reaped:
                     self._unreaped()
+        except _NotStarted:
+            raise  # the spawn is done and there is no process
         except BaseException:
             try:
                 with anyio.CancelScope(shield=True):
@@ -476,19 +495,18 @@ class _PluginRun:
             )
         return bytes(self._stdout), bytes(self._stderr), returncode
 
-    def _pump(self, poller: select.epoll) -> None:
-        poller.register(self._out_r, select.EPOLLIN)
-        poller.register(self._err_r, select.EPOLLIN)
-        poller.register(self._pidfd, select.EPOLLIN)
-        if self._stdin:
-            poller.register(self._stdin_w, select.EPOLLOUT)
-
-    async def _pump_until_done(self, poller: select.epoll) -> bool:
-        """Serve the pipes until the plugin exited and they closed; whether it exited."""
+    async def _pump_until_done(self) -> bool:
+        """Serve the pipes until the plugin exited and they closed; ``False`` if it flooded
+        stdout (it is then still running)."""
+        assert self._poller is not None
+        poller = self._poller
         open_pipes = {self._out_r, self._err_r}
         exited_at: float | None = None
         while open_pipes or exited_at is None:
             if exited_at is None:
+                if not open_pipes and self._spawn.error is not None:
+                    # Every output pipe closed, so the spawn is done: it failed.
+                    raise _NotStarted from self._spawn.error
                 await anyio.wait_readable(poller.fileno())
             else:
                 # The plugin is gone but something still holds its pipes (a child of it?).
@@ -504,9 +522,12 @@ class _PluginRun:
                     self._signal_group(signal.SIGKILL)
                     return True
             for fd, _events in poller.poll(0):
-                if fd == self._pidfd:
-                    poller.unregister(fd)
-                    exited_at = time.monotonic()
+                if fd == self._out_r or fd == self._err_r:
+                    if not self._read(fd):
+                        poller.unregister(fd)
+                        open_pipes.discard(fd)
+                        if self._overflow:
+                            return False
                 elif fd == self._stdin_w:
                     try:
                         self._write_stdin()
@@ -514,34 +535,40 @@ class _PluginRun:
                         self._stdin = memoryview(b"")  # it exited or closed stdin early
                     if not self._stdin:
                         poller.unregister(fd)
-                        self._close(fd)
-                elif not self._read(fd):
+                        self._close_stdin()
+                else:  # the pidfd, which the spawner thread registered once it started
                     poller.unregister(fd)
-                    open_pipes.discard(fd)
-                    if self._overflow:
-                        return exited_at is not None
-            if not open_pipes and exited_at is None and self._pidfd in dict(poller.poll(0)):
+                    exited_at = time.monotonic()
+            pidfd = self._spawn.pidfd
+            if (
+                not open_pipes
+                and exited_at is None
+                and pidfd >= 0
+                and pidfd in dict(poller.poll(0))
+            ):
                 # The output closed because the plugin is exiting, and by now it usually has:
                 # no need for another round through the event loop to see it.
-                poller.unregister(self._pidfd)
+                poller.unregister(pidfd)
                 exited_at = time.monotonic()
         return True
 
     async def _terminate(self) -> None:
         """Stop the plugin, then its whole process group, and reap it.
 
+        A plugin still in the spawner's queue is dropped; one being spawned is waited for.
         SIGTERM goes to the plugin alone: the helpers it started (an IPAM plugin in the middle
         of writing a lease, typically a Go binary that dies at once on SIGTERM) get up to
         ``kill_grace`` to finish on their own, so none of them dies half-way through a write
         that a later DEL could not undo. Then the whole group gets SIGKILL.
         """
-        if self._reaped:
+        await self._settle()
+        if self._reaped or not self.pid:
             return
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signal.SIGTERM)  # the zombie pins the PID until we reap
         deadline = time.monotonic() + self._executor.kill_grace
         with anyio.move_on_after(self._executor.kill_grace):
-            await anyio.wait_readable(self._pidfd)
+            await anyio.wait_readable(self._spawn.pidfd)
             # A walk of /proc, in a worker thread: on a busy node it takes milliseconds.
             while time.monotonic() < deadline and await anyio.to_thread.run_sync(
                 _group_has_others, self.pid
@@ -550,7 +577,7 @@ class _PluginRun:
         # SIGKILL the whole group even if the plugin itself exited: its children may remain.
         self._signal_group(signal.SIGKILL)
         with anyio.move_on_after(_REAP_LIMIT):
-            await anyio.wait_readable(self._pidfd)
+            await anyio.wait_readable(self._spawn.pidfd)
             self._reap()
             return
         self._unreaped()
@@ -563,10 +590,11 @@ class _PluginRun:
     def _kill_now(self) -> None:
         """SIGKILL the group and reap the plugin, blocking (at most ``_REAP_LIMIT`` seconds; a
         killed process is gone within a millisecond unless stuck in the kernel)."""
+        self._spawn.settle(block=True)
         if self._reaped or not self.pid:
             return
         self._signal_group(signal.SIGKILL)
-        ready, _, _ = select.select([self._pidfd], [], [], _REAP_LIMIT)
+        ready, _, _ = select.select([self._spawn.pidfd], [], [], _REAP_LIMIT)
         if ready:
             self._reap()
         else:

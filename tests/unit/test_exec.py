@@ -5,6 +5,7 @@ import os
 import signal
 import threading
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +22,21 @@ from cni_async import (
     SpawnExecutor,
     TryAgainLater,
 )
-from cni_async._testing import cni_env, find_plugin
+from cni_async._testing import cni_env, find_plugin, spawner_module
 
 from ..support.plugins import FakePlugin
 from ..support.procs import alive, children, open_fds, wait_dead
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(autouse=True, params=sorted(spawner_module.SPAWN_IMPLEMENTATIONS))
+def spawn_implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs with each way of spawning this machine has (libc's through ctypes,
+    and os.posix_spawn, the fallback)."""
+    name: str = request.param
+    monkeypatch.setattr(spawner_module, "spawn_process", spawner_module.SPAWN_IMPLEMENTATIONS[name])
+    return name
 
 
 @pytest.fixture
@@ -260,13 +270,13 @@ async def test_cancelled_task_starts_no_plugin(
     fake: FakePlugin, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spawned: list[str] = []
-    spawn = os.posix_spawn
+    spawn = spawner_module.spawn_process
 
-    def counting_spawn(path: str, *args: Any, **kw: Any) -> int:
+    def counting_spawn(path: str, *args: Any) -> int:
         spawned.append(path)
-        return spawn(path, *args, **kw)
+        return spawn(path, *args)
 
-    monkeypatch.setattr(os, "posix_spawn", counting_spawn)
+    monkeypatch.setattr(spawner_module, "spawn_process", counting_spawn)
     with anyio.CancelScope() as scope:
         scope.cancel()
         await run(fake)
@@ -386,3 +396,127 @@ async def test_a_failing_stderr_sink_does_not_fail_the_run(fake: FakePlugin) -> 
 
     out = await run(fake, stderr_sink=broken)
     assert b"1.0.0" in out
+
+
+def test_libc_spawn_is_found_on_glibc() -> None:
+    """On glibc (CI's machines) both ways of spawning exist, so the tests above run both."""
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("the libc spawn is only required on glibc")
+    assert list(spawner_module.SPAWN_IMPLEMENTATIONS) == ["libc", "os"]
+
+
+def _gated_spawn(gate: threading.Event, spawned: list[str], *, before: bool) -> Any:
+    """A spawn function that waits for ``gate`` before (or after) starting the process."""
+    spawn = spawner_module.spawn_process
+
+    def gated(path: str, *args: Any) -> int:
+        if before:
+            gate.wait(10)
+        spawned.append(path)
+        pid: int = spawn(path, *args)
+        if not before:
+            gate.wait(10)
+        return pid
+
+    return gated
+
+
+async def test_cancelled_while_queued_never_starts(
+    fake: FakePlugin, bin_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run cancelled while its request waits behind another in the spawner's queue returns
+    at once, and its plugin is never started."""
+    first = FakePlugin(bin_dir, "first")
+    first.on("ADD", stdout="{}")
+    fake.on("ADD", stdout="{}")
+    gate = threading.Event()
+    spawned: list[str] = []
+    monkeypatch.setattr(spawner_module, "spawn_process", _gated_spawn(gate, spawned, before=True))
+    before = open_fds()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(partial(SpawnExecutor().exec_plugin, str(first.path), stdin=b"{}", env=env()))
+        await anyio.sleep(0.1)  # the spawner thread now waits at the gate with the first
+        started = time.monotonic()
+        with anyio.move_on_after(0.2) as scope:
+            await run(fake)
+        assert scope.cancelled_caught
+        assert time.monotonic() - started < 1.0
+        gate.set()
+    await anyio.sleep(0.1)  # the spawner thread drops the cancelled request and closes its ends
+    assert spawned == [str(first.path)]
+    assert fake.calls() == []
+    assert children() == []
+    assert open_fds() == before
+
+
+async def test_cancelled_while_spawning_is_killed_and_reaped(
+    fake: FakePlugin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run cancelled while the spawner thread is still starting its plugin waits for the
+    spawn to end, then stops the plugin and reaps it."""
+    pidfile = tmp_path / "pids"
+    fake.on("ADD", sleep=60, pidfile=str(pidfile))
+    gate = threading.Event()
+    spawned: list[str] = []
+    monkeypatch.setattr(spawner_module, "spawn_process", _gated_spawn(gate, spawned, before=False))
+    threading.Timer(0.5, gate.set).start()
+    before = open_fds()
+    with anyio.move_on_after(0.1) as scope:
+        await run(fake, kill_grace=0.2)
+    assert scope.cancelled_caught
+    assert gate.is_set()  # the cancellation waited for the spawn
+    [pid] = [int(p) for p in pidfile.read_text().split()]
+    assert not alive(pid)
+    assert children() == []
+    assert open_fds() == before
+
+
+async def test_no_pidfd_kills_and_reaps_the_plugin(
+    fake: FakePlugin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pidfile = tmp_path / "pids"
+    fake.on("ADD", sleep=60, pidfile=str(pidfile))
+
+    def no_pidfd(pid: int, flags: int = 0) -> int:
+        while not pidfile.exists():  # the plugin runs: it must be killed, not left behind
+            time.sleep(0.01)
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+    monkeypatch.setattr(os, "pidfd_open", no_pidfd)
+    before = open_fds()
+    with pytest.raises(PluginExecFailed) as info:
+        await run(fake)
+    monkeypatch.undo()
+    assert info.value.errno == errno.EMFILE
+    [pid] = [int(p) for p in pidfile.read_text().split()]
+    assert not alive(pid)
+    assert children() == []
+    assert open_fds() == before
+
+
+def test_a_forked_child_starts_its_own_spawner(fake: FakePlugin) -> None:
+    """The spawner thread does not survive fork(); a forked child that runs plugins gets one."""
+    import warnings
+
+    fake.on("ADD", stdout="{}")
+    assert anyio.run(run, fake) == b"{}"  # the parent's spawner thread runs
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads, on 3.12+
+        pid = os.fork()
+    if pid == 0:
+        ok = False
+        try:
+            ok = anyio.run(run, fake) == b"{}"
+        finally:
+            os._exit(0 if ok else 1)
+    deadline = time.monotonic() + 20
+    while (status := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if status[0] == 0:  # hung: stop the child this test made
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child's plugin run hung")
+    assert os.waitstatus_to_exitcode(status[1]) == 0
+    assert len(fake.calls("ADD")) == 2

@@ -1,0 +1,278 @@
+"""The spawner thread: one thread per process starts every plugin, so the event loop never waits
+for a fork and exec.
+
+``posix_spawn`` holds the thread that calls it until the kernel has cloned the caller and the
+child has exec'd, a quarter of a millisecond on an idle machine and more on a busy one. Here the
+loop thread puts a [`Spawn`][] request in a queue and goes on; one daemon thread takes the
+requests in order, starts each process, opens its pidfd, registers that pidfd with the epoll
+instance the loop already watches, and closes the child's ends of the pipes. The loop learns
+that its plugin started (or could not start) from the pipes and the pidfd it waits on anyway.
+
+The thread calls the C library's ``posix_spawn`` through ``ctypes``, which releases the GIL while
+the kernel works, so the loop runs Python meanwhile. Where that cannot be loaded it falls back
+on ``os.posix_spawn``, which keeps the GIL during the call but still takes the rest of the work
+off the loop; ``SPAWN_IMPLEMENTATIONS`` names both, and the tests run both.
+
+A request the thread has not taken yet can be cancelled ([`Spawn.settle`][]); one it has taken
+runs to its end, which the canceller waits for (the spawn itself takes well under a
+millisecond), so a cancelled plugin is always either never started or known, killed and reaped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import queue
+import select
+import signal
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Final
+
+__all__ = ["SPAWN_IMPLEMENTATIONS", "Spawn", "submit"]
+
+SpawnFunction = Callable[[str, Mapping[str, str], Sequence[tuple[int, int]]], int]
+"""Start ``path`` (argv ``[path]``) with ``env``, each ``(fd, target)`` dup'ed to ``target``, in a
+session of its own, with an empty signal mask and SIGPIPE and SIGXFSZ at their defaults; return
+its PID. Raises ``OSError`` if it could not be started, ``ValueError`` for a NUL byte."""
+
+QUEUED: Final = 0
+SPAWNING: Final = 1
+DONE: Final = 2
+CANCELLED: Final = 3
+
+_DEFAULT_SIGNALS: Final = (signal.SIGPIPE, signal.SIGXFSZ)  # Python ignores them; plugins must not
+# glibc's and musl's flag values (spawn.h); the structures below are sized well above theirs
+_POSIX_SPAWN_SETSIGDEF: Final = 0x04
+_POSIX_SPAWN_SETSIGMASK: Final = 0x08
+_POSIX_SPAWN_SETSID: Final = 0x80
+_STRUCT_BYTES: Final = 1024
+
+
+def _encoded(text: str) -> bytes:
+    data = os.fsencode(text)
+    if b"\0" in data:
+        raise ValueError("embedded null byte")
+    return data
+
+
+class _LibcSpawn:
+    """``posix_spawn`` of the C library, called through ``ctypes`` (which releases the GIL)."""
+
+    def __init__(self) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        self._spawn = libc.posix_spawn
+        pointer = ctypes.c_void_p
+        self._spawn.argtypes = (ctypes.POINTER(ctypes.c_int), ctypes.c_char_p, *[pointer] * 4)
+        self._spawn.restype = ctypes.c_int
+        self._actions_init = libc.posix_spawn_file_actions_init
+        self._actions_dup2 = libc.posix_spawn_file_actions_adddup2
+        self._actions_destroy = libc.posix_spawn_file_actions_destroy
+        # The attributes never change, so they are built once; posix_spawn only reads them.
+        self._attr = ctypes.create_string_buffer(_STRUCT_BYTES)
+        empty = ctypes.create_string_buffer(_STRUCT_BYTES)
+        defaults = ctypes.create_string_buffer(_STRUCT_BYTES)
+        checks = [
+            libc.posix_spawnattr_init(self._attr),
+            libc.sigemptyset(empty),
+            libc.sigemptyset(defaults),
+            *(libc.sigaddset(defaults, int(signum)) for signum in _DEFAULT_SIGNALS),
+            libc.posix_spawnattr_setsigmask(self._attr, empty),
+            libc.posix_spawnattr_setsigdefault(self._attr, defaults),
+            libc.posix_spawnattr_setflags(
+                self._attr,
+                ctypes.c_short(
+                    _POSIX_SPAWN_SETSID | _POSIX_SPAWN_SETSIGMASK | _POSIX_SPAWN_SETSIGDEF
+                ),
+            ),
+        ]
+        if any(checks):
+            raise OSError(ctypes.get_errno(), "could not prepare posix_spawn's attributes")
+
+    def __call__(self, path: str, env: Mapping[str, str], dups: Sequence[tuple[int, int]]) -> int:
+        raw_path = _encoded(path)
+        entries = []
+        for key, value in env.items():
+            if not key or "=" in key:
+                raise ValueError("illegal environment variable name")
+            entries.append(_encoded(key) + b"=" + _encoded(value))
+        argv = (ctypes.c_char_p * 2)(raw_path, None)
+        envp = (ctypes.c_char_p * (len(entries) + 1))(*entries, None)
+        actions = ctypes.create_string_buffer(_STRUCT_BYTES)
+        pid = ctypes.c_int()
+        if self._actions_init(actions):
+            raise OSError(ctypes.get_errno(), "posix_spawn_file_actions_init failed")
+        try:
+            for fd, target in dups:
+                if err := self._actions_dup2(actions, fd, target):
+                    raise OSError(err, os.strerror(err))
+            err = self._spawn(ctypes.byref(pid), raw_path, actions, self._attr, argv, envp)
+        finally:
+            self._actions_destroy(actions)
+        if err:
+            raise OSError(err, os.strerror(err), path)
+        return pid.value
+
+
+def _os_spawn(path: str, env: Mapping[str, str], dups: Sequence[tuple[int, int]]) -> int:
+    """``os.posix_spawn``: pure Python, but it holds the GIL until the child has exec'd."""
+    return os.posix_spawn(
+        path,
+        [path],
+        env,
+        file_actions=[(os.POSIX_SPAWN_DUP2, fd, target) for fd, target in dups],
+        setsid=True,
+        setsigmask=(),
+        setsigdef=_DEFAULT_SIGNALS,
+    )
+
+
+def _implementations() -> dict[str, SpawnFunction]:
+    found: dict[str, SpawnFunction] = {}
+    with contextlib.suppress(OSError, AttributeError):  # no dlopen, or no posix_spawn in it
+        found["libc"] = _LibcSpawn()
+    found["os"] = _os_spawn
+    return found
+
+
+SPAWN_IMPLEMENTATIONS: Final = _implementations()
+"""The ways this process can spawn, best first: ``libc`` where ``ctypes`` reaches it, ``os``."""
+
+spawn_process: SpawnFunction = next(iter(SPAWN_IMPLEMENTATIONS.values()))
+"""What the spawner thread calls (looked up for every request, so a test can swap it)."""
+
+
+class Spawn:
+    """One plugin for the spawner thread to start.
+
+    The loop thread makes it with its own ends of the pipes already open and the epoll instance
+    it waits on; from [`submit`][] on, ``child_fds`` belong to the spawner thread, which closes
+    them once the process started or failed to. ``pid`` and ``pidfd`` are set (and the pidfd
+    registered with ``poller``) before the state becomes ``DONE``, and ``DONE`` comes before the
+    child's ends are closed: an end of file on every output pipe therefore means the request is
+    done, with a process or with ``error``.
+    """
+
+    __slots__ = (
+        "child_fds",
+        "dups",
+        "env",
+        "error",
+        "lock",
+        "path",
+        "pid",
+        "pidfd",
+        "poller",
+        "state",
+    )
+
+    def __init__(
+        self,
+        path: str,
+        env: Mapping[str, str],
+        dups: Sequence[tuple[int, int]],
+        child_fds: Sequence[int],
+        poller: select.epoll,
+    ) -> None:
+        self.path = path
+        self.env = env
+        self.dups = dups
+        self.child_fds = child_fds
+        self.poller = poller
+        self.pid = 0
+        self.pidfd = -1
+        self.error: BaseException | None = None
+        self.state = QUEUED
+        self.lock = threading.Lock()  # held by the spawner thread while the request is under way
+
+    def settle(self, *, block: bool = False) -> bool:
+        """Cancel the request if the spawner thread has not taken it; whether it is settled
+        (never to start, or done), so that ``pid`` can be trusted.
+
+        Without ``block`` this never waits: ``False`` means the spawn is under way right now.
+        With it, it waits for the spawn to end.
+        """
+        if not self.lock.acquire(blocking=block):
+            return False
+        try:
+            if self.state == QUEUED:
+                self.state = CANCELLED
+        finally:
+            self.lock.release()
+        return True
+
+    def run(self) -> None:
+        """Start the process (in the spawner thread); never raises."""
+        with self.lock:
+            if self.state == QUEUED:
+                self.state = SPAWNING
+                try:
+                    self._start()
+                except BaseException as exc:  # noqa: BLE001 - handed to the loop thread, which raises it
+                    self.error = exc
+                self.state = DONE
+        for fd in self.child_fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def _start(self) -> None:
+        for fd in self.child_fds:  # made non-blocking with the loop's ends; plugins expect blocking
+            os.set_blocking(fd, True)
+        pid = spawn_process(self.path, self.env, self.dups)
+        try:
+            try:
+                pidfd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                # Already gone and reaped by someone else (SIGCHLD ignored): a ready eventfd
+                # stands in, and the loop thread finds the exit status lost when it reaps.
+                pidfd = os.eventfd(1, os.EFD_CLOEXEC)
+            try:
+                self.poller.register(pidfd, select.EPOLLIN)
+            except BaseException:
+                os.close(pidfd)
+                raise
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+            raise
+        self.pid = pid
+        self.pidfd = pidfd
+
+
+class _SpawnerThread:
+    def __init__(self) -> None:
+        self.queue: queue.SimpleQueue[Spawn] = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._serve, name="cni_async-spawner", daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            self.queue.get().run()
+
+
+_spawner: _SpawnerThread | None = None
+_start_lock = threading.Lock()
+
+
+def submit(request: Spawn) -> None:
+    """Queue ``request`` for the spawner thread, starting the thread on first use."""
+    global _spawner
+    spawner = _spawner
+    if spawner is None:
+        with _start_lock:
+            if _spawner is None:
+                _spawner = _SpawnerThread()
+            spawner = _spawner
+    spawner.queue.put(request)
+
+
+def _forget_spawner() -> None:
+    global _spawner, _start_lock
+    _spawner = None  # a forked child has no spawner thread; it starts its own on first use
+    _start_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_spawner)
