@@ -1,7 +1,7 @@
 """Pod-churn benchmark of cni_async on real CNI plugins, measured against the exec floor.
 
-Each pod: create a network namespace, ``set_up_pod``, ``get_pod_network_status``,
-``tear_down_pod``, delete the namespace; ``--pods`` pods at each ``--concurrency``. The floor is
+Each pod: create a network namespace (in a worker thread), ``set_up_pod``,
+``get_pod_network_status``, ``tear_down_pod``, delete the namespace (likewise); ``--pods`` pods at each ``--concurrency``. The floor is
 the same plugin chains with the same stdin and environment, exec'd directly by a small C program
 (``floor.c``: threads, ``posix_spawn``, pipes; the fastest direct exec we could build here), at
 the same concurrency, with the pod's networks one after the other.
@@ -404,6 +404,10 @@ async def run_library(spec: dict[str, Any]) -> dict[str, Any]:
         networks = [NetAttachment(n) for n in spec["networks"]]
         queue = iter(range(pods))
         reported = 0.0
+        # The namespaces are made and deleted in worker threads, as go-cni's harness and the
+        # floor make them on their own threads: unshare and mount must not queue on the loop
+        # thread, whose lag and CPU measure cni_async. Their own threads, not the library's.
+        namespace_threads = anyio.CapacityLimiter(concurrency)
 
         def report_progress(done: int) -> None:
             # At most ten lines a second (and the last): the floor reports nothing while it runs.
@@ -422,7 +426,7 @@ async def run_library(spec: dict[str, Any]) -> dict[str, Any]:
             nonlocal done
             name = f"{prefix}-l{i}"
             t0 = time.perf_counter()
-            path = netns_add(name)
+            path = await anyio.to_thread.run_sync(netns_add, name, limiter=namespace_threads)
             pod = PodNetwork(f"pod{i}", "churn", name, f"uid{i}", path, networks)
             t1 = time.perf_counter()
             try:
@@ -442,7 +446,8 @@ async def run_library(spec: dict[str, Any]) -> dict[str, Any]:
                 return
             finally:
                 t5 = time.perf_counter()
-                netns_del(name)
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(netns_del, name, limiter=namespace_threads)
                 done += 1
                 report_progress(done)
             for phase, value in zip(

@@ -60,13 +60,14 @@ async def set_up(ctx: PodContext, pod: PodNetwork) -> list[NetResult]:
                     del ctx.setting_up[pod.id]
                 else:
                     ctx.setting_up[pod.id] -= 1
-    logger.info(
-        "set up pod %s/%s on %s in %.1f ms",
-        pod.namespace,
-        pod.name,
-        ", ".join(a.network.name for a in attachments),
-        (time.perf_counter() - started) * 1000,
-    )
+    if logger.isEnabledFor(logging.INFO):  # the arguments cost more than the call
+        logger.info(
+            "set up pod %s/%s on %s in %.1f ms",
+            pod.namespace,
+            pod.name,
+            ", ".join(a.network.name for a in attachments),
+            (time.perf_counter() - started) * 1000,
+        )
     return [
         NetResult(
             name=a.network.name,

@@ -36,12 +36,13 @@ async def tear_down(ctx: PodContext, pod: PodNetwork) -> None:
             raise PodNetworkError(f"{pod.namespace}/{pod.name}", "teardown", errors)
         # What an unfinished set-up recorded for networks not torn down here stays.
         await ctx.settle_intent(pod.id, _not_in(intent, attachments))
-        logger.info(
-            "tore down pod %s/%s (%s)",
-            pod.namespace,
-            pod.name,
-            ", ".join(a.network.name for a in attachments) or "nothing attached",
-        )
+        if logger.isEnabledFor(logging.INFO):  # the arguments cost more than the call
+            logger.info(
+                "tore down pod %s/%s (%s)",
+                pod.namespace,
+                pod.name,
+                ", ".join(a.network.name for a in attachments) or "nothing attached",
+            )
 
 
 async def _targets(
