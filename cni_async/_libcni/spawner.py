@@ -227,19 +227,21 @@ class Spawn:
                 # Already gone and reaped by someone else (SIGCHLD ignored): a ready eventfd
                 # stands in, and the loop thread finds the exit status lost when it reaps.
                 pidfd = os.eventfd(1, os.EFD_CLOEXEC)
-            try:
-                self.poller.register(pidfd, select.EPOLLIN)
-            except BaseException:
-                os.close(pidfd)
-                raise
+            # Both before the registration: the loop may see the pidfd ready at once, and
+            # then reaps by this PID and closes this descriptor.
+            self.pid = pid
+            self.pidfd = pidfd
+            self.poller.register(pidfd, select.EPOLLIN)
         except BaseException:
+            if self.pidfd >= 0:
+                os.close(self.pidfd)
+            self.pid = 0
+            self.pidfd = -1
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
             raise
-        self.pid = pid
-        self.pidfd = pidfd
 
 
 class _SpawnerThread:
