@@ -204,16 +204,15 @@ def plugin_failure(stdout: bytes, stderr: bytes, returncode: int) -> PluginError
     )
 
 
-def _exec_failure(path: str, cause: BaseException | None) -> BaseException:
+def _exec_failure(path: str, cause: OSError | ValueError) -> PluginExecFailed:
     """What a plugin that could not be started raises: ``cause`` as a PluginExecFailed."""
-    if isinstance(cause, ValueError):  # a NUL byte in the path or the environment
+    if isinstance(cause, ValueError):  # a NUL byte, or an "=" in a variable's name
         return PluginExecFailed(
-            f"could not execute {path}: {cause} (a NUL byte cannot be passed to a process)",
+            f"could not execute {path}: {cause} (a NUL byte, or an '=' in a variable's name, "
+            "cannot be passed to a process)",
             errno=errno.EINVAL,
             path=path,
         )
-    if not isinstance(cause, OSError):
-        return cause or RuntimeError(f"could not execute {path}")
     hint = (
         "; check that it is an executable for this machine"
         if cause.errno in _NOT_EXECUTABLE
@@ -283,7 +282,10 @@ class SpawnExecutor:
                     logger.debug("%s is busy (being written?); retry %d", path, attempt)
                     await anyio.sleep(_ETXTBSY_DELAY)
                     continue
-                raise _exec_failure(path, cause) from cause
+                if isinstance(cause, OSError | ValueError):
+                    raise _exec_failure(path, cause) from cause
+                assert cause is not None  # _NotStarted is always raised from its reason
+                raise cause from None  # MemoryError and the like: not the plugin's doing
             if stderr and self.stderr_sink is not None:
                 try:
                     self.stderr_sink(path, stderr)
@@ -367,11 +369,15 @@ class _PluginRun:
             held = held_lock.get()
             if held is not None:  # last: its dup2 may replace a pipe end the parent had at 3
                 dups.append((held, 3))
-            self._spawn = spawner.Spawn(path, env, dups, child, self._poller)
+            # A copy: the spawner thread reads it while the caller's tasks go on.
+            self._spawn = spawner.Spawn(path, dict(env), dups, child, self._poller)
             spawner.submit(self._spawn)
         except BaseException as exc:
-            for fd in child:
-                os.close(fd)
+            if getattr(self, "_spawn", None) is None:
+                for fd in child:
+                    os.close(fd)
+            else:  # interrupted once made (^C on trio): withdraw it, or stop what it started
+                self._kill_now()
             self._close_all()
             if isinstance(exc, OSError):  # out of descriptors, say
                 raise _NotStarted from exc
@@ -442,6 +448,8 @@ class _PluginRun:
     def _reap(self) -> int | None:
         """Reap the plugin; its exit code, or ``None`` if something else reaped it first."""
         self._reaped = True
+        if self.pid <= 0:  # reaped elsewhere before it could be watched (spawner's "lost")
+            return None
         try:
             _, status = os.waitpid(self.pid, 0)
         except ChildProcessError:  # SIGCHLD ignored, or a waitpid(-1) elsewhere
@@ -467,13 +475,16 @@ class _PluginRun:
                 returncode = self._reap()
             else:  # flooded stdout: kill the group, let the kill land, reap
                 await self._settle()
+                if self._spawn.error is not None:  # it wrote, then could not be watched
+                    raise _NotStarted from self._spawn.error
                 self._signal_group(signal.SIGKILL)
                 returncode = -signal.SIGKILL
-                with anyio.move_on_after(_REAP_LIMIT):
-                    await anyio.wait_readable(self._spawn.pidfd)
-                    returncode = self._reap()
-                if not self._reaped:
-                    self._unreaped()
+                if self._spawn.pidfd >= 0:
+                    with anyio.move_on_after(_REAP_LIMIT):
+                        await anyio.wait_readable(self._spawn.pidfd)
+                        returncode = self._reap()
+                    if not self._reaped:
+                        self._unreaped()
         except _NotStarted:
             raise  # the spawn is done and there is no process
         except BaseException:
@@ -536,8 +547,10 @@ class _PluginRun:
                     if not self._stdin:
                         poller.unregister(fd)
                         self._close_stdin()
-                else:  # the pidfd, which the spawner thread registered once it started
+                else:  # the pidfd, or the spawner's READY for a spawn without one
                     poller.unregister(fd)
+                    if self._spawn.error is not None:
+                        raise _NotStarted from self._spawn.error
                     exited_at = time.monotonic()
             pidfd = self._spawn.pidfd
             if (
@@ -594,8 +607,9 @@ class _PluginRun:
         if self._reaped or not self.pid:
             return
         self._signal_group(signal.SIGKILL)
-        ready, _, _ = select.select([self._spawn.pidfd], [], [], _REAP_LIMIT)
-        if ready:
+        waiter = select.poll()  # not select.select: the pidfd's number may be 1024 or more
+        waiter.register(self._spawn.pidfd, select.POLLIN)
+        if waiter.poll(_REAP_LIMIT * 1000):
             self._reap()
         else:
             self._unreaped()

@@ -16,12 +16,17 @@ off the loop; ``SPAWN_IMPLEMENTATIONS`` names both, and the tests run both.
 A request the thread has not taken yet can be cancelled ([`Spawn.settle`][]); one it has taken
 runs to its end, which the canceller waits for (the spawn itself takes well under a
 millisecond), so a cancelled plugin is always either never started or known, killed and reaped.
+
+Plugins inherit what is per thread in Linux from the spawner thread: its namespaces, CPU
+affinity, scheduling priority and security context. The thread starts on the first plugin run,
+from the event loop's thread, and copies that thread's; nothing in cni_async changes them after.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import queue
 import select
@@ -61,7 +66,7 @@ class _LibcSpawn:
     """``posix_spawn`` of the C library, called through ``ctypes`` (which releases the GIL)."""
 
     def __init__(self) -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
+        libc = ctypes.CDLL(None)
         self._spawn = libc.posix_spawn
         pointer = ctypes.c_void_p
         self._spawn.argtypes = (ctypes.POINTER(ctypes.c_int), ctypes.c_char_p, *[pointer] * 4)
@@ -87,22 +92,22 @@ class _LibcSpawn:
                 ),
             ),
         ]
-        if any(checks):
-            raise OSError(ctypes.get_errno(), "could not prepare posix_spawn's attributes")
+        if any(checks):  # error numbers, or -1 from the signal set calls: none is expected
+            raise OSError(errno.EINVAL, "could not prepare posix_spawn's attributes")
 
     def __call__(self, path: str, env: Mapping[str, str], dups: Sequence[tuple[int, int]]) -> int:
         raw_path = _encoded(path)
         entries = []
         for key, value in env.items():
-            if not key or "=" in key:
+            if not key or "=" in key[1:]:  # as os.posix_spawn: a leading "=" is allowed
                 raise ValueError("illegal environment variable name")
             entries.append(_encoded(key) + b"=" + _encoded(value))
         argv = (ctypes.c_char_p * 2)(raw_path, None)
         envp = (ctypes.c_char_p * (len(entries) + 1))(*entries, None)
         actions = ctypes.create_string_buffer(_STRUCT_BYTES)
         pid = ctypes.c_int()
-        if self._actions_init(actions):
-            raise OSError(ctypes.get_errno(), "posix_spawn_file_actions_init failed")
+        if err := self._actions_init(actions):
+            raise OSError(err, os.strerror(err))
         try:
             for fd, target in dups:
                 if err := self._actions_dup2(actions, fd, target):
@@ -136,6 +141,10 @@ def _implementations() -> dict[str, SpawnFunction]:
     return found
 
 
+READY: Final = os.eventfd(1, os.EFD_CLOEXEC)
+"""Always readable, never read: registered with a run's epoll instance to wake its loop when the
+spawn ends without a pidfd to watch (it failed, or the process is already gone)."""
+
 SPAWN_IMPLEMENTATIONS: Final = _implementations()
 """The ways this process can spawn, best first: ``libc`` where ``ctypes`` reaches it, ``os``."""
 
@@ -147,11 +156,11 @@ class Spawn:
     """One plugin for the spawner thread to start.
 
     The loop thread makes it with its own ends of the pipes already open and the epoll instance
-    it waits on; from [`submit`][] on, ``child_fds`` belong to the spawner thread, which closes
-    them once the process started or failed to. ``pid`` and ``pidfd`` are set (and the pidfd
-    registered with ``poller``) before the state becomes ``DONE``, and ``DONE`` comes before the
-    child's ends are closed: an end of file on every output pipe therefore means the request is
-    done, with a process or with ``error``.
+    it waits on. ``child_fds`` belong to whoever moves the request out of ``QUEUED``: the
+    spawner thread, which closes them once the process started or failed to, or a canceller
+    ([`settle`][cni_async._libcni.spawner.Spawn.settle]). ``pid`` and ``pidfd`` are set, and the
+    pidfd registered with ``poller``, before the state becomes ``DONE``; a spawn that ends with
+    no pidfd (``error``, or ``lost``) registers [`READY`][] instead, so the loop wakes either way.
     """
 
     __slots__ = (
@@ -160,6 +169,7 @@ class Spawn:
         "env",
         "error",
         "lock",
+        "lost",
         "path",
         "pid",
         "pidfd",
@@ -182,13 +192,15 @@ class Spawn:
         self.poller = poller
         self.pid = 0
         self.pidfd = -1
+        self.lost = False  # started, but reaped elsewhere before it could be watched
         self.error: BaseException | None = None
         self.state = QUEUED
         self.lock = threading.Lock()  # held by the spawner thread while the request is under way
 
     def settle(self, *, block: bool = False) -> bool:
-        """Cancel the request if the spawner thread has not taken it; whether it is settled
-        (never to start, or done), so that ``pid`` can be trusted.
+        """Cancel the request if the spawner thread has not taken it (closing the child's
+        ends, which are then the canceller's); whether it is settled (never to start, or
+        done), so that ``pid`` can be trusted.
 
         Without ``block`` this never waits: ``False`` means the spawn is under way right now.
         With it, it waits for the spawn to end.
@@ -198,6 +210,7 @@ class Spawn:
         try:
             if self.state == QUEUED:
                 self.state = CANCELLED
+                self._close_child_fds()
         finally:
             self.lock.release()
         return True
@@ -205,13 +218,23 @@ class Spawn:
     def run(self) -> None:
         """Start the process (in the spawner thread); never raises."""
         with self.lock:
-            if self.state == QUEUED:
-                self.state = SPAWNING
-                try:
-                    self._start()
-                except BaseException as exc:  # noqa: BLE001 - handed to the loop thread, which raises it
-                    self.error = exc
-                self.state = DONE
+            if self.state != QUEUED:  # cancelled: the canceller closed the child's ends
+                return
+            self.state = SPAWNING
+            try:
+                self._start()
+            except BaseException as exc:  # noqa: BLE001 - handed to the loop thread, which raises it
+                self.error = exc
+            if self.pidfd < 0:
+                # No pidfd to wake the loop (the spawn failed, or the process is gone): the
+                # ready marker does, whatever the output pipes do (a daemon the plugin started
+                # may hold them open).
+                with contextlib.suppress(OSError, ValueError):
+                    self.poller.register(READY, select.EPOLLIN)
+            self.state = DONE
+            self._close_child_fds()
+
+    def _close_child_fds(self) -> None:
         for fd in self.child_fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -221,27 +244,37 @@ class Spawn:
             os.set_blocking(fd, True)
         pid = spawn_process(self.path, self.env, self.dups)
         try:
-            try:
-                pidfd = os.pidfd_open(pid)
-            except ProcessLookupError:
-                # Already gone and reaped by someone else (SIGCHLD ignored): a ready eventfd
-                # stands in, and the loop thread finds the exit status lost when it reaps.
-                pidfd = os.eventfd(1, os.EFD_CLOEXEC)
-            # Both before the registration: the loop may see the pidfd ready at once, and
-            # then reaps by this PID and closes this descriptor.
-            self.pid = pid
-            self.pidfd = pidfd
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            # Already exited and reaped by someone else (SIGCHLD ignored): its PID may be
+            # another process's by now, so nothing may signal or wait by it.
+            self.lost = True
+            return
+        except BaseException:
+            _kill_and_reap(pid)
+            raise
+        # Both before the registration: the loop may see the pidfd ready at once, and then
+        # reaps by this PID and closes this descriptor.
+        self.pid = pid
+        self.pidfd = pidfd
+        try:
             self.poller.register(pidfd, select.EPOLLIN)
         except BaseException:
-            if self.pidfd >= 0:
-                os.close(self.pidfd)
+            os.close(pidfd)
             self.pid = 0
             self.pidfd = -1
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
+            _kill_and_reap(pid)
             raise
+
+
+def _kill_and_reap(pid: int) -> None:
+    """SIGKILL the group of a plugin that cannot be watched, and reap it (blocking, briefly)."""
+    try:
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGKILL)
+    finally:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
 
 
 class _SpawnerThread:

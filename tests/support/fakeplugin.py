@@ -56,6 +56,14 @@ if b.get("ignore_term"):
 if b.get("grandchild") and os.fork() == 0:
     time.sleep(float(b["grandchild"]))
     os._exit(0)
+# A child that leaves the plugin's process group and keeps stdout open (a daemon it started);
+# its PID goes to "escapee_pidfile" (the test ends it).
+if b.get("escapee") and os.fork() == 0:
+    os.setsid()
+    with open(b["escapee_pidfile"], "w") as f:
+        f.write(f"{os.getpid()}\n")
+    time.sleep(float(b["escapee"]))
+    os._exit(0)
 if b.get("pidfile"):
     with open(b["pidfile"], "a") as f:
         f.write(f"{os.getpid()}\n")

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import contextlib
 import errno
+import itertools
 import os
 import signal
 import threading
@@ -423,11 +425,18 @@ def _gated_spawn(gate: threading.Event, spawned: list[str], *, before: bool) -> 
     return gated
 
 
+async def _max_gap(ticks: list[float], done: anyio.Event) -> None:
+    """Tick every 10 ms until ``done``: the longest gap shows whether the loop was blocked."""
+    while not done.is_set():
+        ticks.append(time.monotonic())
+        await anyio.sleep(0.01)
+
+
 async def test_cancelled_while_queued_never_starts(
     fake: FakePlugin, bin_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A run cancelled while its request waits behind another in the spawner's queue returns
-    at once, and its plugin is never started."""
+    at once with every descriptor it opened closed, and its plugin is never started."""
     first = FakePlugin(bin_dir, "first")
     first.on("ADD", stdout="{}")
     fake.on("ADD", stdout="{}")
@@ -438,13 +447,14 @@ async def test_cancelled_while_queued_never_starts(
     async with anyio.create_task_group() as tg:
         tg.start_soon(partial(SpawnExecutor().exec_plugin, str(first.path), stdin=b"{}", env=env()))
         await anyio.sleep(0.1)  # the spawner thread now waits at the gate with the first
+        with_first = open_fds()
         started = time.monotonic()
         with anyio.move_on_after(0.2) as scope:
             await run(fake)
         assert scope.cancelled_caught
         assert time.monotonic() - started < 1.0
+        assert open_fds() == with_first  # the cancelled run's pipes are closed already
         gate.set()
-    await anyio.sleep(0.1)  # the spawner thread drops the cancelled request and closes its ends
     assert spawned == [str(first.path)]
     assert fake.calls() == []
     assert children() == []
@@ -455,18 +465,33 @@ async def test_cancelled_while_spawning_is_killed_and_reaped(
     fake: FakePlugin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A run cancelled while the spawner thread is still starting its plugin waits for the
-    spawn to end, then stops the plugin and reaps it."""
+    spawn to end without blocking the event loop, then stops the plugin and reaps it."""
     pidfile = tmp_path / "pids"
     fake.on("ADD", sleep=60, pidfile=str(pidfile))
     gate = threading.Event()
-    spawned: list[str] = []
-    monkeypatch.setattr(spawner_module, "spawn_process", _gated_spawn(gate, spawned, before=False))
+    spawn = spawner_module.spawn_process
+
+    def slow_spawn(path: str, *args: Any) -> int:
+        pid: int = spawn(path, *args)
+        deadline = time.monotonic() + 10
+        while not pidfile.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)  # the plugin runs for sure before the spawn ends
+        gate.wait(10)
+        return pid
+
+    monkeypatch.setattr(spawner_module, "spawn_process", slow_spawn)
     threading.Timer(0.5, gate.set).start()
     before = open_fds()
-    with anyio.move_on_after(0.1) as scope:
-        await run(fake, kill_grace=0.2)
+    ticks: list[float] = []
+    done = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_max_gap, ticks, done)
+        with anyio.move_on_after(0.1) as scope:
+            await run(fake, kill_grace=0.2)
+        done.set()
     assert scope.cancelled_caught
     assert gate.is_set()  # the cancellation waited for the spawn
+    assert max(b - a for a, b in itertools.pairwise(ticks)) < 0.25  # and the loop ran meanwhile
     [pid] = [int(p) for p in pidfile.read_text().split()]
     assert not alive(pid)
     assert children() == []
@@ -486,12 +511,90 @@ async def test_no_pidfd_kills_and_reaps_the_plugin(
 
     monkeypatch.setattr(os, "pidfd_open", no_pidfd)
     before = open_fds()
+    started = time.monotonic()
     with pytest.raises(PluginExecFailed) as info:
         await run(fake)
     monkeypatch.undo()
+    assert time.monotonic() - started < 10  # killed, not waited for (it sleeps 60 s)
     assert info.value.errno == errno.EMFILE
     [pid] = [int(p) for p in pidfile.read_text().split()]
     assert not alive(pid)
+    assert children() == []
+    assert open_fds() == before
+
+
+async def test_no_pidfd_with_a_daemon_holding_stdout_does_not_hang(
+    fake: FakePlugin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plugin started a daemon of its own (a session of its own, so the kill of the
+    plugin's group misses it) that holds stdout open; the plugin then cannot be watched. The
+    run must end with the exec failure at once, not wait for the daemon."""
+    daemon_pidfile = tmp_path / "daemon"
+    fake.on("ADD", sleep=60, escapee=60, escapee_pidfile=str(daemon_pidfile))
+
+    def no_pidfd(pid: int, flags: int = 0) -> int:
+        while not daemon_pidfile.exists():
+            time.sleep(0.01)
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+    monkeypatch.setattr(os, "pidfd_open", no_pidfd)
+    try:
+        started = time.monotonic()
+        with anyio.fail_after(10):
+            with pytest.raises(PluginExecFailed):
+                await run(fake)
+        assert time.monotonic() - started < 5
+        assert children() == []
+    finally:
+        monkeypatch.undo()
+        daemon = int(daemon_pidfile.read_text())
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(daemon, signal.SIGKILL)  # ours: the test's plugin started it
+
+
+async def test_flood_while_the_plugin_cannot_be_watched(
+    fake: FakePlugin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plugin floods stdout while its spawn is still ending, and the spawn then fails:
+    the exec failure is raised (not an error of ours about a missing descriptor)."""
+    fake.on("ADD", flood=1_000_000)  # blocks writing once the pipe is full
+
+    def late_failure(pid: int, flags: int = 0) -> int:
+        time.sleep(0.5)  # the loop reads past max_output meanwhile
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+    monkeypatch.setattr(os, "pidfd_open", late_failure)
+    with pytest.raises(PluginExecFailed) as info:
+        await run(fake, max_output=1000)
+    monkeypatch.undo()
+    assert info.value.errno == errno.EMFILE
+    assert children() == []
+
+
+async def test_a_plugin_reaped_before_it_is_watched_has_its_status_lost(
+    fake: FakePlugin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With SIGCHLD ignored, a plugin can be gone and reaped by the kernel before its pidfd is
+    opened: the run says the exit status was lost, and never waits by its (free) PID."""
+    fake.on("ADD", stdout="{}")
+    real_pidfd_open = os.pidfd_open
+
+    def after_exit(pid: int, flags: int = 0) -> int:
+        deadline = time.monotonic() + 10
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.05)
+        return real_pidfd_open(pid, flags)
+
+    monkeypatch.setattr(os, "pidfd_open", after_exit)
+    before = open_fds()
+    previous = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    try:
+        with pytest.raises(PluginError, match="SIGCHLD"):
+            await run(fake)
+    finally:
+        signal.signal(signal.SIGCHLD, previous)
+        monkeypatch.undo()
     assert children() == []
     assert open_fds() == before
 
