@@ -498,18 +498,26 @@ async def test_cancelled_while_spawning_is_killed_and_reaped(
     assert open_fds() == before
 
 
+def _no_pidfd_once(written: Path) -> Any:
+    """A pidfd_open that fails with EMFILE once ``written`` exists (the plugin wrote it)."""
+
+    def no_pidfd(pid: int, flags: int = 0) -> int:
+        deadline = time.monotonic() + 10
+        while not written.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+    return no_pidfd
+
+
 async def test_no_pidfd_kills_and_reaps_the_plugin(
     fake: FakePlugin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pidfile = tmp_path / "pids"
     fake.on("ADD", sleep=60, pidfile=str(pidfile))
 
-    def no_pidfd(pid: int, flags: int = 0) -> int:
-        while not pidfile.exists():  # the plugin runs: it must be killed, not left behind
-            time.sleep(0.01)
-        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
-
-    monkeypatch.setattr(os, "pidfd_open", no_pidfd)
+    # The plugin runs by then: it must be killed, not left behind.
+    monkeypatch.setattr(os, "pidfd_open", _no_pidfd_once(pidfile))
     before = open_fds()
     started = time.monotonic()
     with pytest.raises(PluginExecFailed) as info:
@@ -532,12 +540,7 @@ async def test_no_pidfd_with_a_daemon_holding_stdout_does_not_hang(
     daemon_pidfile = tmp_path / "daemon"
     fake.on("ADD", sleep=60, escapee=60, escapee_pidfile=str(daemon_pidfile))
 
-    def no_pidfd(pid: int, flags: int = 0) -> int:
-        while not daemon_pidfile.exists():
-            time.sleep(0.01)
-        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
-
-    monkeypatch.setattr(os, "pidfd_open", no_pidfd)
+    monkeypatch.setattr(os, "pidfd_open", _no_pidfd_once(daemon_pidfile))
     try:
         started = time.monotonic()
         with anyio.fail_after(10):
