@@ -1,10 +1,11 @@
 """Pod-churn benchmark of cni_async on real CNI plugins, measured against the exec floor.
 
 Each pod: create a network namespace (in a worker thread), ``set_up_pod``,
-``get_pod_network_status``, ``tear_down_pod``, delete the namespace (likewise); ``--pods`` pods at each ``--concurrency``. The floor is
-the same plugin chains with the same stdin and environment, exec'd directly by a small C program
-(``floor.c``: threads, ``posix_spawn``, pipes; the fastest direct exec we could build here), at
-the same concurrency, with the pod's networks one after the other.
+``get_pod_network_status``, ``tear_down_pod``, delete the namespace (likewise); ``--pods`` pods
+at each ``--concurrency``. The floor is the same plugin chains with the same stdin and
+environment, exec'd directly by a small C program (``floor.c``: threads, ``posix_spawn``, pipes;
+the fastest direct exec we could build here), at the same concurrency, with the pod's networks
+one after the other.
 
 The peer (``--peer go-cni``, on by default when Go and Debian's go-cni packages are installed) is
 the same pod cycle through containerd's go-cni, the library containerd itself uses:

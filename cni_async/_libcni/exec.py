@@ -448,7 +448,7 @@ class _PluginRun:
     def _reap(self) -> int | None:
         """Reap the plugin; its exit code, or ``None`` if something else reaped it first."""
         self._reaped = True
-        if self.pid <= 0:  # reaped elsewhere before it could be watched (spawner's "lost")
+        if self.pid <= 0:  # reaped elsewhere before it could be watched (see the spawner)
             return None
         try:
             _, status = os.waitpid(self.pid, 0)

@@ -6,7 +6,7 @@ child has exec'd, a quarter of a millisecond on an idle machine and more on a bu
 loop thread puts a [`Spawn`][] request in a queue and goes on; one daemon thread takes the
 requests in order, starts each process, opens its pidfd, registers that pidfd with the epoll
 instance the loop already watches, and closes the child's ends of the pipes. The loop learns
-that its plugin started (or could not start) from the pipes and the pidfd it waits on anyway.
+that its plugin started (or could not start) from the epoll instance it waits on anyway.
 
 The thread calls the C library's ``posix_spawn`` through ``ctypes``, which releases the GIL while
 the kernel works, so the loop runs Python meanwhile. Where that cannot be loaded it falls back
@@ -43,9 +43,8 @@ session of its own, with an empty signal mask and SIGPIPE and SIGXFSZ at their d
 its PID. Raises ``OSError`` if it could not be started, ``ValueError`` for a NUL byte."""
 
 QUEUED: Final = 0
-SPAWNING: Final = 1
-DONE: Final = 2
-CANCELLED: Final = 3
+DONE: Final = 1
+CANCELLED: Final = 2
 
 _DEFAULT_SIGNALS: Final = (signal.SIGPIPE, signal.SIGXFSZ)  # Python ignores them; plugins must not
 # glibc's and musl's flag values (spawn.h); the structures below are sized well above theirs
@@ -160,7 +159,8 @@ class Spawn:
     spawner thread, which closes them once the process started or failed to, or a canceller
     ([`settle`][cni_async._libcni.spawner.Spawn.settle]). ``pid`` and ``pidfd`` are set, and the
     pidfd registered with ``poller``, before the state becomes ``DONE``; a spawn that ends with
-    no pidfd (``error``, or ``lost``) registers [`READY`][] instead, so the loop wakes either way.
+    no pidfd (``error``, or a process already reaped elsewhere, ``pid`` 0) registers [`READY`][]
+    instead, so the loop wakes either way.
     """
 
     __slots__ = (
@@ -169,7 +169,6 @@ class Spawn:
         "env",
         "error",
         "lock",
-        "lost",
         "path",
         "pid",
         "pidfd",
@@ -192,7 +191,6 @@ class Spawn:
         self.poller = poller
         self.pid = 0
         self.pidfd = -1
-        self.lost = False  # started, but reaped elsewhere before it could be watched
         self.error: BaseException | None = None
         self.state = QUEUED
         self.lock = threading.Lock()  # held by the spawner thread while the request is under way
@@ -220,7 +218,6 @@ class Spawn:
         with self.lock:
             if self.state != QUEUED:  # cancelled: the canceller closed the child's ends
                 return
-            self.state = SPAWNING
             try:
                 self._start()
             except BaseException as exc:  # noqa: BLE001 - handed to the loop thread, which raises it
@@ -247,8 +244,8 @@ class Spawn:
             pidfd = os.pidfd_open(pid)
         except ProcessLookupError:
             # Already exited and reaped by someone else (SIGCHLD ignored): its PID may be
-            # another process's by now, so nothing may signal or wait by it.
-            self.lost = True
+            # another process's by now, so it is not kept (pid stays 0: nothing signals or
+            # waits by it, and the loop finds the exit status lost).
             return
         except BaseException:
             _kill_and_reap(pid)

@@ -409,17 +409,14 @@ def test_libc_spawn_is_found_on_glibc() -> None:
     assert list(spawner_module.SPAWN_IMPLEMENTATIONS) == ["libc", "os"]
 
 
-def _gated_spawn(gate: threading.Event, spawned: list[str], *, before: bool) -> Any:
-    """A spawn function that waits for ``gate`` before (or after) starting the process."""
+def _gated_spawn(gate: threading.Event, spawned: list[str]) -> Any:
+    """A spawn function that waits for ``gate`` before starting the process."""
     spawn = spawner_module.spawn_process
 
     def gated(path: str, *args: Any) -> int:
-        if before:
-            gate.wait(10)
+        gate.wait(10)
         spawned.append(path)
         pid: int = spawn(path, *args)
-        if not before:
-            gate.wait(10)
         return pid
 
     return gated
@@ -442,7 +439,7 @@ async def test_cancelled_while_queued_never_starts(
     fake.on("ADD", stdout="{}")
     gate = threading.Event()
     spawned: list[str] = []
-    monkeypatch.setattr(spawner_module, "spawn_process", _gated_spawn(gate, spawned, before=True))
+    monkeypatch.setattr(spawner_module, "spawn_process", _gated_spawn(gate, spawned))
     before = open_fds()
     async with anyio.create_task_group() as tg:
         tg.start_soon(partial(SpawnExecutor().exec_plugin, str(first.path), stdin=b"{}", env=env()))
