@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import stat
 import time
 from collections.abc import Callable
 from typing import Any, Final
@@ -105,8 +106,11 @@ class ResultCache:
         self.tmp_dir = os.path.join(self.cache_dir, "cni_async-tmp")
         self.intents_dir = os.path.join(self.cache_dir, "cni_async-intents")
         # Intents are not batched: each one waits for its pod's lo bring-up, which the kernel
-        # serves under its RTNL lock, held for milliseconds by bridge plugins.
-        self._intents = GroupCommit(self.tmp_dir, batch=False)
+        # serves under its RTNL lock, held for milliseconds by bridge plugins. A new one is
+        # named before its fsync (one journal commit, not two): no plugin of its set-up has
+        # run yet, and only we read that directory. Cache entries never are: Go runtimes read
+        # results/ too, and libcni fails a DEL on an empty entry.
+        self._intents = GroupCommit(self.tmp_dir, batch=False, name_first=True)
         self._results = GroupCommit(self.tmp_dir, linked=frozenset([self.results_dir]))
         self._refused: set[str] = set()
 
@@ -294,8 +298,35 @@ class ResultCache:
         return valid
 
     async def remove_stale_temporaries(self) -> None:
-        """Remove temporary files that a process which died mid-write left behind."""
+        """Remove what a write cut short left behind: the temporary files of a process that
+        died mid-write, and the empty intent records of a machine that went down mid-write."""
         await anyio.to_thread.run_sync(self._remove_stale_temporaries)
+        await anyio.to_thread.run_sync(self._remove_empty_intents)
+
+    def _own_files(self, directory: str) -> list[tuple[str, str]]:
+        """Names and paths in one of our own directories; none if it is not to be trusted or
+        cannot be listed."""
+        if not self._trusted(directory):
+            return []
+        try:
+            names = os.listdir(directory)
+        except OSError:
+            return []
+        return [(name, os.path.join(directory, name)) for name in names]
+
+    def _remove_empty_intents(self) -> None:
+        """A new record gets its name before its fsync (see ``GroupCommit``), so a machine
+        that went down in between may leave it empty: that set-up had run no plugin yet.
+        Removed when older than a minute and unlocked (a set-up in flight holds the lock)."""
+        now = time.time()
+        for name, path in self._own_files(self.intents_dir):
+            try:
+                st = os.lstat(path)
+                empty = stat.S_ISREG(st.st_mode) and not st.st_size
+                if empty and now - st.st_mtime > _STALE_AFTER and not self.intent_in_use(name):
+                    unlink_quietly(path)
+            except (OSError, InvalidArgument):
+                continue
 
     def _remove_stale_temporaries(self) -> None:
         """A temporary is stale when it is older than a minute and the process that wrote it
@@ -305,15 +336,8 @@ class ResultCache:
         namespaces (whose PIDs mean nothing here); the hour covers a writer whose PID came back
         (a runtime that is PID 1 of its container, restarted).
         """
-        if not self._trusted(self.tmp_dir):
-            return
-        try:
-            names = os.listdir(self.tmp_dir)
-        except OSError:
-            return
         now = time.time()
-        for name in names:
-            path = os.path.join(self.tmp_dir, name)
+        for name, path in self._own_files(self.tmp_dir):
             pid = name.rsplit(".", 1)[-1].split("-", 1)[0]
             try:
                 age = now - os.stat(path).st_mtime

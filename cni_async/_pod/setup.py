@@ -8,9 +8,11 @@ with its own deadline (``cleanup_timeout``), and the error or the cancellation p
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
+from collections.abc import Callable
 
 import anyio
 import anyio.abc
@@ -46,15 +48,16 @@ async def set_up(ctx: PodContext, pod: PodNetwork) -> list[NetResult]:
         async with ctx.gc_gate.shared():
             ctx.setting_up[pod.id] = ctx.setting_up.get(pod.id, 0) + 1
             try:
-                earlier, held = await _record_intent(ctx, pod.id, attachments, pod.netns)
+                earlier, fd = await _record_intent(ctx, pod.id, attachments, pod.netns)
+                held = _HeldLock(fd)
                 # The plugins inherit the intent's lock: should this process die, nobody
                 # takes the set-up for abandoned while one of them still runs.
-                token = held_lock.set(held)
+                token = held_lock.set(fd)
                 try:
-                    results = await _attach_all(ctx, pod, attachments, earlier)
+                    results = await _attach_all(ctx, pod, attachments, earlier, held)
                 finally:
                     held_lock.reset(token)
-                    os.close(held)
+                    held.close()
             finally:
                 if ctx.setting_up[pod.id] == 1:
                     del ctx.setting_up[pod.id]
@@ -99,8 +102,35 @@ async def _record_intent(
     return earlier, held
 
 
+class _HeldLock:
+    """The descriptor holding the intent record's lock, closed once, by whichever thread gets
+    there first: the cache write's worker thread, right after it removed the record, or the
+    set-up itself when that did not happen.
+
+    Closing the last descriptor of a removed file frees it, which waits for the file system's
+    journal like any other metadata call: not in the event loop's thread when it can be helped.
+    """
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            # Nothing was written through it: an error closing it means nothing, and must not
+            # turn a set-up that worked into one that rolls back.
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
 async def _attach_all(
-    ctx: PodContext, pod: PodNetwork, attachments: list[Attachment], earlier: list[CacheEntry]
+    ctx: PodContext,
+    pod: PodNetwork,
+    attachments: list[Attachment],
+    earlier: list[CacheEntry],
+    held: _HeldLock,
 ) -> list[Result]:
     results: dict[int, Result] = {}
     errors: dict[int, CNIError] = {}
@@ -118,11 +148,12 @@ async def _attach_all(
     settled = False
     try:
         if len(attachments) == 1:
-            # One network: no task group, and the intent is dropped in the cache write's
-            # worker thread, once the entry is durable (a removal cannot fail).
+            # One network: no task group, and the intent is dropped (and its lock let go) in
+            # the cache write's worker thread, once the entry is durable (neither can fail).
+            # The write returns only once that thread is done, cancelled or not.
             started.append(0)
             a = attachments[0]
-            remove = None if earlier else ctx.engine.cache.intent_remover(pod.id)
+            remove = None if earlier else _remover(ctx, pod.id, held)
             try:
                 results[0] = result = await ctx.engine.add_chain(a.network, a.rt)
                 await ctx.engine.cache.write(
@@ -160,6 +191,16 @@ async def _attach_all(
             exc.add_note(f"rollback failed: {error}")
         raise
     return [results[i] for i in range(len(attachments))]
+
+
+def _remover(ctx: PodContext, container_id: str, held: _HeldLock) -> Callable[[], None]:
+    remove_intent = ctx.engine.cache.intent_remover(container_id)
+
+    def remove() -> None:
+        remove_intent()
+        held.close()
+
+    return remove
 
 
 async def _rollback(

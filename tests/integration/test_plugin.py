@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -130,6 +132,44 @@ async def test_set_up_default_network(
         f"K8S_POD_INFRA_CONTAINER_ID={p.id};K8S_POD_UID=uid-p1"
     )
     assert cache_files(dirs) == [f"neta-{p.id}-eth0"]
+
+
+async def test_the_intent_record_is_removed_and_let_go_off_the_loop(
+    cni: CNIPlugin, net: Sandbox, dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Removing the record, and closing the last descriptor of the removed file (its lock),
+    # wait for the file system's journal whenever another thread's fsync is committing it:
+    # both happen in the cache write's worker thread, which is there anyway.
+    intents = str(dirs["cache"] / "cni_async-intents")
+    calls: list[tuple[str, int]] = []
+    p = pod(net)
+    unlink, close = os.unlink, os.close
+
+    def recording_unlink(path: Any, *args: Any, **kwargs: Any) -> None:
+        unlink(path, *args, **kwargs)
+        if os.fspath(path).startswith(intents):
+            calls.append(("unlink", threading.get_ident()))
+
+    def recording_close(fd: int) -> None:
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            target = ""
+        # The record's lock, under its temporary name or its own (not the directory, fsync'd)
+        if str(dirs["cache"]) in target and os.path.basename(target).startswith(p.id):
+            calls.append(("close", threading.get_ident()))
+        close(fd)
+
+    monkeypatch.setattr(os, "unlink", recording_unlink)
+    monkeypatch.setattr(os, "close", recording_close)
+    for _ in range(2):
+        await cni.set_up_pod(p)
+        await cni.get_pod_network_status(p)
+        await cni.tear_down_pod(p)
+    assert cache_files(dirs) == []
+    assert os.listdir(intents) == []
+    assert [kind for kind, _ in calls] == ["unlink", "close"] * 2
+    assert threading.get_ident() not in {thread for _, thread in calls}
 
 
 async def test_results_in_request_order_and_versions(
@@ -743,3 +783,35 @@ async def test_stale_cache_temporaries_are_removed(
     async with CNIPlugin(str(dirs["conf"]), [str(dirs["bin"])], str(dirs["cache"]), watch=False):
         pass
     assert sorted(os.listdir(tmp)) == [f"alive-old.{os.getpid()}-abc", "dead-new.999999999-abc"]
+
+
+async def test_empty_intent_records_a_crash_left_are_removed(
+    dirs: dict[str, Path], fakes: dict[str, FakePlugin]
+) -> None:
+    # A new record is named before its fsync: a machine that went down in between leaves it
+    # empty. Removed once it is a minute old and nobody holds its lock; any other is kept.
+    intents = dirs["cache"] / "cni_async-intents"
+    intents.mkdir(mode=0o700)
+    old = time.time() - 120
+
+    def record(name: str, data: bytes = b"", mtime: float | None = old) -> None:
+        (intents / name).write_bytes(data)
+        if mtime is not None:
+            os.utime(intents / name, (mtime, mtime))
+
+    record("empty-old")  # removed
+    record("empty-new", mtime=None)  # maybe being written right now: kept
+    record("written-old", b'{"kind":"cni_async-intent"}')  # not ours to judge here: kept
+    record("empty-locked")  # a set-up in flight holds it: kept
+    os.mkfifo(intents / "fifo-old")  # never opened, never removed
+    os.utime(intents / "fifo-old", (old, old))
+    locked = os.open(intents / "empty-locked", os.O_RDONLY)
+    try:
+        fcntl.flock(locked, fcntl.LOCK_SH)
+        async with CNIPlugin(
+            str(dirs["conf"]), [str(dirs["bin"])], str(dirs["cache"]), watch=False
+        ):
+            pass
+    finally:
+        os.close(locked)
+    assert sorted(os.listdir(intents)) == ["empty-locked", "empty-new", "fifo-old", "written-old"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import time
@@ -176,3 +177,58 @@ async def test_unbatched_writes_run_side_by_side(tmp_path: Path, batches: list[i
     assert time.monotonic() - started < 0.6  # concurrently, not one after the other
     assert batches == [1, 1, 1, 1]
     assert len(os.listdir(out)) == 4
+
+
+@pytest.mark.parametrize("name_first", [True, False])
+async def test_a_new_file_is_named_before_its_fsync_a_replaced_one_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name_first: bool
+) -> None:
+    # A new file has nothing to lose to a crash before its fsync ends, and its name then goes
+    # to disk in the same journal commit as its data; a file replaced must never be torn.
+    commit = GroupCommit(str(tmp_path / "tmp"), name_first=name_first)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old").write_bytes(b"before")
+    seen: dict[str, bytes | None] = {}
+    fsync = os.fsync
+
+    def recording(fd: int) -> None:
+        if os.path.isfile(f"/proc/self/fd/{fd}"):
+            for name in ("new", "old"):
+                path = out / name
+                seen.setdefault(name, path.read_bytes() if path.exists() else None)
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(commit.write, str(out), str(out / "new"), b"new")
+        tg.start_soon(commit.write, str(out), str(out / "old"), b"after")
+    assert seen == {"new": b"new" if name_first else None, "old": b"before"}
+    assert (out / "new").read_bytes() == b"new"
+    assert (out / "old").read_bytes() == b"after"
+    assert os.listdir(tmp_path / "tmp") == []
+
+
+@pytest.mark.parametrize("existing", [False, True])
+async def test_a_failed_fsync_leaves_no_file_and_no_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, existing: bool
+) -> None:
+    commit = GroupCommit(str(tmp_path / "tmp"), name_first=True)
+    out = tmp_path / "out"
+    out.mkdir()
+    if existing:
+        (out / "f").write_bytes(b"before")
+    fsync = os.fsync
+
+    def failing(fd: int) -> None:
+        if os.path.isfile(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.EIO, "I/O error")
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", failing)
+    with pytest.raises(CacheError, match="I/O error"):
+        await commit.write(str(out), str(out / "f"), b"after")
+    assert os.listdir(out) == (["f"] if existing else [])
+    if existing:
+        assert (out / "f").read_bytes() == b"before"
+    assert os.listdir(tmp_path / "tmp") == []
