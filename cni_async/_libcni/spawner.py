@@ -4,8 +4,8 @@ for a fork and exec.
 ``posix_spawn`` holds the thread that calls it until the kernel has cloned the caller and the
 child has exec'd, a quarter of a millisecond on an idle machine and more on a busy one. Here the
 loop thread puts a [`Spawn`][] request in a queue and goes on; one daemon thread takes the
-requests in order, starts each process, opens its pidfd, registers that pidfd with the epoll
-instance the loop already watches, and closes the child's ends of the pipes. The loop learns
+requests in order, starts each process, closes the child's ends of the pipes, opens its pidfd
+and registers that pidfd with the epoll instance the loop already watches. The loop learns
 that its plugin started (or could not start) from the epoll instance it waits on anyway.
 
 The thread calls the C library's ``posix_spawn`` through ``ctypes``, which releases the GIL while
@@ -229,7 +229,6 @@ class Spawn:
                 with contextlib.suppress(OSError, ValueError):
                     self.poller.register(READY, select.EPOLLIN)
             self.state = DONE
-            self._close_child_fds()
 
     def _close_child_fds(self) -> None:
         for fd in self.child_fds:
@@ -237,9 +236,14 @@ class Spawn:
                 os.close(fd)
 
     def _start(self) -> None:
-        for fd in self.child_fds:  # made non-blocking with the loop's ends; plugins expect blocking
-            os.set_blocking(fd, True)
-        pid = spawn_process(self.path, self.env, self.dups)
+        # The child's ends are closed before anything can wake the loop thread (the pidfd or
+        # the ready marker): once woken, the run may end, and must leave no descriptor behind.
+        try:
+            for fd in self.child_fds:  # non-blocking with the loop's ends; plugins expect blocking
+                os.set_blocking(fd, True)
+            pid = spawn_process(self.path, self.env, self.dups)
+        finally:
+            self._close_child_fds()
         try:
             pidfd = os.pidfd_open(pid)
         except ProcessLookupError:

@@ -26,6 +26,7 @@ from cni_async import (
     TryAgainLater,
     parse_conflist,
 )
+from cni_async._testing import spawner_module
 
 from ..support.plugins import FakePlugin
 from ..support.procs import children, open_fds
@@ -136,6 +137,26 @@ async def test_not_executable(setup: tuple[CNIEngine, FakePlugin, Path], verb: s
     before = open_fds()
     with pytest.raises(PluginExecFailed):
         await call(engine, verb)
+    assert_clean(before, cache)
+
+
+async def test_a_failed_spawn_leaves_no_descriptor_however_slow_the_spawner(
+    setup: tuple[CNIEngine, FakePlugin, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The spawner thread closes the child's pipe ends before it wakes the loop thread: a run
+    # that ends as soon as it learns its plugin could not start leaves nothing open.
+    engine, fake, cache = setup
+    fake.path.chmod(0o644)
+    close = spawner_module.Spawn._close_child_fds
+
+    def slow_close(spawn: Any) -> None:
+        time.sleep(0.05)
+        close(spawn)
+
+    monkeypatch.setattr(spawner_module.Spawn, "_close_child_fds", slow_close)
+    before = open_fds()
+    with pytest.raises(PluginExecFailed):
+        await call(engine, "ADD")
     assert_clean(before, cache)
 
 

@@ -189,21 +189,19 @@ async def test_a_new_file_is_named_before_its_fsync_a_replaced_one_after(
     out = tmp_path / "out"
     out.mkdir()
     (out / "old").write_bytes(b"before")
-    seen: dict[str, bytes | None] = {}
+    seen: list[tuple[bytes | None, bytes]] = []  # "new" and "old" at each file's fsync
     fsync = os.fsync
 
     def recording(fd: int) -> None:
         if os.path.isfile(f"/proc/self/fd/{fd}"):
-            for name in ("new", "old"):
-                path = out / name
-                seen.setdefault(name, path.read_bytes() if path.exists() else None)
+            new = out / "new"
+            seen.append((new.read_bytes() if new.exists() else None, (out / "old").read_bytes()))
         fsync(fd)
 
     monkeypatch.setattr(os, "fsync", recording)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(commit.write, str(out), str(out / "new"), b"new")
-        tg.start_soon(commit.write, str(out), str(out / "old"), b"after")
-    assert seen == {"new": b"new" if name_first else None, "old": b"before"}
+    await commit.write(str(out), str(out / "new"), b"new")
+    await commit.write(str(out), str(out / "old"), b"after")
+    assert seen == [(b"new" if name_first else None, b"before"), (b"new", b"before")]
     assert (out / "new").read_bytes() == b"new"
     assert (out / "old").read_bytes() == b"after"
     assert os.listdir(tmp_path / "tmp") == []
