@@ -300,8 +300,12 @@ class ResultCache:
     async def remove_stale_temporaries(self) -> None:
         """Remove what a write cut short left behind: the temporary files of a process that
         died mid-write, and the empty intent records of a machine that went down mid-write."""
-        await anyio.to_thread.run_sync(self._remove_stale_temporaries)
-        await anyio.to_thread.run_sync(self._remove_empty_intents)
+
+        def remove() -> None:
+            self._remove_stale_temporaries()
+            self._remove_empty_intents()
+
+        await anyio.to_thread.run_sync(remove)
 
     def _own_files(self, directory: str) -> list[tuple[str, str]]:
         """Names and paths in one of our own directories; none if it is not to be trusted or

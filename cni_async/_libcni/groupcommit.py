@@ -301,12 +301,9 @@ def _write_batch(
     # lose should the machine go down before the fsync ends, and the caller relies on the file
     # only once this returns. The fsync then commits data and name together, and the
     # directory's fsync finds nothing left to do (on ext4).
-    fresh = {
-        id(request) for request, tmp, _ in staged if name_first and _link_if_absent(tmp, request)
-    }
+    named = [name_first and _link_if_absent(tmp, request) for request, tmp, _ in staged]
     written: list[_Request] = []
-    for request, tmp, fd in staged:
-        new = id(request) in fresh
+    for (request, tmp, fd), new in zip(staged, named, strict=True):
         try:
             try:
                 os.fsync(fd)
@@ -350,8 +347,8 @@ def _link_if_absent(tmp: str, request: _Request) -> bool:
         except FileNotFoundError:  # the directory was removed meanwhile
             make_directories(request.directory)
             os.link(tmp, request.path)
-    except OSError:  # EEXIST: a file to replace; EPERM: no hard links here; or the rename says
-        return False
+    except OSError:  # EEXIST: a file to replace; EPERM: no hard links here; else the rename
+        return False  # that follows reports it
     unlink_quietly(tmp)
     return True
 

@@ -33,6 +33,18 @@ def batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return sizes
 
 
+def before_file_fsync(monkeypatch: pytest.MonkeyPatch, action: Callable[[], None]) -> None:
+    """Run ``action`` before every fsync of a regular file (not of a directory)."""
+    fsync = os.fsync
+
+    def patched(fd: int) -> None:
+        if os.path.isfile(f"/proc/self/fd/{fd}"):
+            action()
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", patched)
+
+
 def slow(seconds: float) -> Callable[[], None]:
     return lambda: time.sleep(seconds)
 
@@ -190,15 +202,12 @@ async def test_a_new_file_is_named_before_its_fsync_a_replaced_one_after(
     out.mkdir()
     (out / "old").write_bytes(b"before")
     seen: list[tuple[bytes | None, bytes]] = []  # "new" and "old" at each file's fsync
-    fsync = os.fsync
 
-    def recording(fd: int) -> None:
-        if os.path.isfile(f"/proc/self/fd/{fd}"):
-            new = out / "new"
-            seen.append((new.read_bytes() if new.exists() else None, (out / "old").read_bytes()))
-        fsync(fd)
+    def record() -> None:
+        new = out / "new"
+        seen.append((new.read_bytes() if new.exists() else None, (out / "old").read_bytes()))
 
-    monkeypatch.setattr(os, "fsync", recording)
+    before_file_fsync(monkeypatch, record)
     await commit.write(str(out), str(out / "new"), b"new")
     await commit.write(str(out), str(out / "old"), b"after")
     assert seen == [(b"new" if name_first else None, b"before"), (b"new", b"before")]
@@ -216,14 +225,11 @@ async def test_a_failed_fsync_leaves_no_file_and_no_temporary(
     out.mkdir()
     if existing:
         (out / "f").write_bytes(b"before")
-    fsync = os.fsync
 
-    def failing(fd: int) -> None:
-        if os.path.isfile(f"/proc/self/fd/{fd}"):
-            raise OSError(errno.EIO, "I/O error")
-        fsync(fd)
+    def fail() -> None:
+        raise OSError(errno.EIO, "I/O error")
 
-    monkeypatch.setattr(os, "fsync", failing)
+    before_file_fsync(monkeypatch, fail)
     with pytest.raises(CacheError, match="I/O error"):
         await commit.write(str(out), str(out / "f"), b"after")
     assert os.listdir(out) == (["f"] if existing else [])
