@@ -23,7 +23,7 @@ from ._libcni.groupcommit import GroupCommit
 from ._pod.locks import SharedGate
 from ._pod.models import FrozenDict, capability_args
 from ._pod.netns import _socket_in as socket_in
-from ._pod.netns import loopback_is_up
+from ._pod.netns import host_namespace, loopback_is_up
 from ._pod.planning import assign_ifnames, plan_networks, runtime_conf
 from ._pod.retry import is_try_again_later
 from ._spec.netconf import gc_stdin, plugin_stdin, status_stdin
@@ -50,6 +50,7 @@ __all__ = [
     "for_each",
     "gc_stdin",
     "groupcommit_module",
+    "host_namespace",
     "is_try_again_later",
     "loopback_is_up",
     "parse_version",

@@ -17,7 +17,7 @@ import os
 import stat
 import time
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import anyio
 import msgspec
@@ -28,7 +28,15 @@ from .._json import decode_like_go
 from .._spec.validation import validate_attachment, validate_container_id
 from .groupcommit import GroupCommit, check_own_directory, unlink_quietly
 
-__all__ = ["CACHE_KIND", "DEFAULT_CACHE_DIR", "INTENT_KIND", "CacheEntry", "Intent", "ResultCache"]
+__all__ = [
+    "CACHE_KIND",
+    "DEFAULT_CACHE_DIR",
+    "INTENT_KIND",
+    "CacheEntry",
+    "Intent",
+    "RecordedIntent",
+    "ResultCache",
+]
 
 logger = logging.getLogger("cni_async")
 
@@ -215,29 +223,37 @@ class ResultCache:
         A missing or unreadable record is not in use; nor is one whose lock is free (its
         writer and every plugin of it are gone, or it was written without one).
         """
+        return self.look_up_intent(container_id, read=False).in_use
+
+    def look_up_intent(self, container_id: str, *, read: bool = True) -> RecordedIntent:
+        """What ``container_id``'s record holds, and whether it is in use (see
+        ``intent_in_use``), from one opening of the file; nothing is read unless ``read``."""
+        path = self.intent_path(container_id)
         if not self._trusted(self.intents_dir):
-            return False
+            return _NO_INTENT
         try:
-            fd = os.open(self.intent_path(container_id), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            # O_NONBLOCK: a FIFO named like a record must not block the caller.
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError:
-            return False
+            return _NO_INTENT
+        in_use = False
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        except OSError:  # no flock on this file system: as before there were locks
-            return False
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                in_use = True
+            except OSError:  # no flock on this file system: as before there were locks
+                pass
+            data = _read_regular(fd) if read else None
         finally:
             os.close(fd)  # also drops the lock just taken
-        return False
+        attachments = self._decode_intent(data, container_id) if data is not None else []
+        return RecordedIntent(True, in_use, attachments)
 
     async def read_intent(self, container_id: str) -> list[CacheEntry]:
         """The attachments an unfinished set-up of ``container_id`` recorded (or none)."""
-        path = self.intent_path(container_id)
         await anyio.lowlevel.checkpoint()
-        if not self._trusted(self.intents_dir):
-            return []
-        return self._decode_intent(path, container_id)
+        return self.look_up_intent(container_id).attachments
 
     async def remove_intent(self, container_id: str) -> None:
         """Forget ``container_id``'s intent; a missing one is not an error."""
@@ -271,16 +287,14 @@ class ResultCache:
                 path = self.intent_path(name)
             except InvalidArgument:
                 continue
-            attachments = self._decode_intent(path, name)
+            data = _read_or_none(path)
+            attachments = self._decode_intent(data, name) if data is not None else []
             if attachments:
                 found[name] = attachments
         return found
 
     @staticmethod
-    def _decode_intent(path: str, container_id: str) -> list[CacheEntry]:
-        data = _read_or_none(path)
-        if data is None:
-            return []
+    def _decode_intent(data: bytes, container_id: str) -> list[CacheEntry]:
         try:
             intent = decode_like_go(_intent_decoder, data)
         except msgspec.DecodeError:
@@ -402,6 +416,34 @@ class ResultCache:
                 continue
             found.append(entry)
         return found
+
+
+class RecordedIntent(NamedTuple):
+    """A container's intent record as one look found it."""
+
+    found: bool
+    """A file is there under the record's name (whether or not it decodes)."""
+    in_use: bool
+    """Its lock is held: the set-up that wrote it still runs (see ``intent_in_use``)."""
+    attachments: list[CacheEntry]
+    """What it records, if it decodes (and was read)."""
+
+
+_NO_INTENT: Final = RecordedIntent(False, False, [])
+
+
+def _read_regular(fd: int) -> bytes | None:
+    """What the open ``fd`` holds if it is a regular file, else ``None``."""
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        chunks = []
+        while chunk := os.read(fd, max(st.st_size, 4096)):
+            chunks.append(chunk)
+    except OSError:
+        return None
+    return b"".join(chunks)
 
 
 def _read_or_none(path: str) -> bytes | None:

@@ -18,7 +18,7 @@ from .._confdir.snapshot import ConfigSnapshot
 from .._confdir.source import ConfigSource
 from .._errors import CNIError, ConfigError, NamespaceError, NetworkNotFound
 from .._fanout import for_each
-from .._libcni.cache import CacheEntry
+from .._libcni.cache import CacheEntry, RecordedIntent
 from .._libcni.confload import with_directory_plugins
 from .._libcni.engine import CNIEngine
 from .._libcni.runtime import DEFAULT_TIMEOUTS, RuntimeConf
@@ -129,38 +129,44 @@ class PodContext:
             for retrying in waiting:
                 retrying.stop("the CNIPlugin is closing")
 
-    async def settle_intent(self, container_id: str, earlier: list[CacheEntry]) -> None:
+    async def settle_intent(
+        self, container_id: str, earlier: list[CacheEntry], *, recorded: bool = True
+    ) -> None:
         """The set-up is settled (attached and cached, or rolled back): keep only what an
-        earlier, unfinished set-up left for teardown or GC to find."""
+        earlier, unfinished set-up left for teardown or GC to find. ``recorded=False``: no
+        record was there when the caller looked, under the pod's lock, so none is removed."""
         cache = self.engine.cache
         if earlier:
             await cache.write_intent(container_id, earlier)
-        else:
+        elif recorded:
             await cache.remove_intent(container_id)
 
-    async def wait_for_set_up_elsewhere(self, container_id: str) -> None:
+    async def wait_for_set_up_elsewhere(self, container_id: str) -> RecordedIntent:
         """Wait while a set-up of ``container_id`` runs elsewhere: in another process, or as
         plugins that outlived the runtime that started them (a DEL now would be undone when
-        their ADD finishes, an ADD now would race theirs). Set-ups of this plugin cannot be
-        running: the caller holds the pod lock. No checkpoint when nothing runs elsewhere.
+        their ADD finishes, an ADD now would race theirs); then return its intent record as
+        it is. Set-ups of this plugin cannot be running: the caller holds the pod lock. No
+        checkpoint when nothing runs elsewhere.
 
         Waits at most as long as ADD may take (``timeouts["ADD"]``, 120 s by default); then
         the caller goes on, and the log says so.
         """
         cache = self.engine.cache
-        if not cache.intent_in_use(container_id):
-            return
+        recorded = cache.look_up_intent(container_id)
+        if not recorded.in_use:
+            return recorded
         limit = self.engine.timeouts.get("ADD") or DEFAULT_TIMEOUTS["ADD"]
         logger.info("waiting for a set-up of %s elsewhere to end", container_id)
         with anyio.move_on_after(limit):
             while cache.intent_in_use(container_id):
                 await anyio.sleep(0.05)
-            return
+            return cache.look_up_intent(container_id)
         logger.warning(
             "a set-up of %s elsewhere still runs after %s s; going on anyway",
             container_id,
             limit,
         )
+        return cache.look_up_intent(container_id)
 
     async def attachment_from_cache(
         self, entry: CacheEntry, snapshot: ConfigSnapshot, netns: str | None = None

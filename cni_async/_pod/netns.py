@@ -339,23 +339,34 @@ _HOST_NAMESPACES: Final = (
 )
 
 
+@functools.cache
+def _host_namespace_ids() -> tuple[tuple[str, tuple[int, int]], ...]:
+    """The device and inode of each host namespace that can be read, once per process: the
+    runtime does not move itself to another network namespace while it runs pods, and PID 1
+    never does. A fork keeps both."""
+    found = []
+    for who, path in _HOST_NAMESPACES:
+        try:
+            ns = os.stat(path)
+        except OSError:  # no /proc, or PID 1's out of reach (a container without the right)
+            continue
+        found.append((who, (ns.st_dev, ns.st_ino)))
+    return tuple(found)
+
+
 def host_namespace(netns: str) -> str | None:
     """Whose namespace ``netns`` is, when it is this process's own or PID 1's; else ``None``.
 
     A pod's namespace is neither: a plugin run there would configure the runtime's (or the
     host's) own network, and a DEL there could delete the host's interface of that name. The
-    check compares the namespace files' device and inode, as ``ip netns identify`` does: a few
-    ``stat()`` calls.
+    check compares the namespace files' device and inode, as ``ip netns identify`` does: one
+    ``stat()`` of ``netns``, the two host namespaces' read once per process.
     """
     try:
         target = os.stat(netns)
     except (OSError, ValueError):  # missing, or a NUL byte: not a namespace we could enter
         return None
-    for who, path in _HOST_NAMESPACES:
-        try:
-            ns = os.stat(path)
-        except OSError:
-            continue
-        if (target.st_dev, target.st_ino) == (ns.st_dev, ns.st_ino):
+    for who, ns in _host_namespace_ids():
+        if (target.st_dev, target.st_ino) == ns:
             return who
     return None

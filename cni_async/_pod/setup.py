@@ -44,11 +44,13 @@ async def set_up(ctx: PodContext, pod: PodNetwork) -> list[NetResult]:
         started = time.perf_counter()
         # A set-up of this container still running elsewhere (another process, or the plugins
         # a killed runtime left) would race this one's ADDs: let it end first.
-        await ctx.wait_for_set_up_elsewhere(pod.id)
+        recorded = await ctx.wait_for_set_up_elsewhere(pod.id)
         async with ctx.gc_gate.shared():
             ctx.setting_up[pod.id] = ctx.setting_up.get(pod.id, 0) + 1
             try:
-                earlier, fd = await _record_intent(ctx, pod.id, attachments, pod.netns)
+                earlier, fd = await _record_intent(
+                    ctx, pod.id, attachments, pod.netns, recorded.attachments
+                )
                 held = _HeldLock(fd)
                 # The plugins inherit the intent's lock: should this process die, nobody
                 # takes the set-up for abandoned while one of them still runs.
@@ -83,18 +85,19 @@ async def set_up(ctx: PodContext, pod: PodNetwork) -> list[NetResult]:
 
 
 async def _record_intent(
-    ctx: PodContext, container_id: str, attachments: list[Attachment], netns: str
+    ctx: PodContext,
+    container_id: str,
+    attachments: list[Attachment],
+    netns: str,
+    recorded: list[CacheEntry],
 ) -> tuple[list[CacheEntry], int]:
     """Bring ``lo`` up and durably record what this set-up will attach (one worker-thread hop
-    for both); return what an earlier, unfinished set-up of the same container recorded and
-    this one does not cover, and the descriptor holding the record's lock."""
-    cache = ctx.engine.cache
+    for both); return what an earlier, unfinished set-up of the same container recorded
+    (``recorded``) and this one does not cover, and the descriptor holding the record's lock."""
     ours = {(a.network.name, a.rt.ifname) for a in attachments}
-    earlier = [
-        e for e in await cache.read_intent(container_id) if (e.network_name, e.if_name) not in ours
-    ]
+    earlier = [e for e in recorded if (e.network_name, e.if_name) not in ours]
     with ctx.namespaces.loopback_up(netns) as bring_lo_up:
-        held = await cache.write_intent_held(
+        held = await ctx.engine.cache.write_intent_held(
             container_id,
             [*earlier, *(CNIEngine.cache_entry(a.network, a.rt, None) for a in attachments)],
             before=bring_lo_up,

@@ -28,14 +28,14 @@ async def tear_down(ctx: PodContext, pod: PodNetwork) -> None:
     ctx.supersede_set_ups(pod.id)
     async with ctx.pod_locks.hold((pod.namespace, pod.name)):
         netns = await ctx.usable_netns(pod.netns)
-        await ctx.wait_for_set_up_elsewhere(pod.id)
-        intent = await ctx.engine.cache.read_intent(pod.id)
+        recorded = await ctx.wait_for_set_up_elsewhere(pod.id)
+        intent = recorded.attachments
         attachments, errors = await _targets(ctx, pod, netns, intent)
         errors += await ctx.detach_all(attachments)
         if errors:
             raise PodNetworkError(f"{pod.namespace}/{pod.name}", "teardown", errors)
         # What an unfinished set-up recorded for networks not torn down here stays.
-        await ctx.settle_intent(pod.id, _not_in(intent, attachments))
+        await ctx.settle_intent(pod.id, _not_in(intent, attachments), recorded=recorded.found)
         if logger.isEnabledFor(logging.INFO):  # the arguments cost more than the call
             logger.info(
                 "tore down pod %s/%s (%s)",

@@ -815,3 +815,66 @@ async def test_empty_intent_records_a_crash_left_are_removed(
     finally:
         os.close(locked)
     assert sorted(os.listdir(intents)) == ["empty-locked", "empty-new", "fifo-old", "written-old"]
+
+
+async def test_a_pod_cycle_looks_at_its_intent_record_once_per_operation(
+    cni: CNIPlugin, net: Sandbox, fakes: dict[str, FakePlugin], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Set-up and teardown each open the record's path once (its lock and its contents in one
+    look), and a teardown that found none removes none."""
+    p = pod(net, "neta")
+    path = cni.engine.cache.intent_path(p.id)
+    seen: list[tuple[str, bool]] = []
+    loop_thread = threading.get_ident()
+    real_open, real_unlink = os.open, os.unlink
+
+    def counting_open(name: Any, *args: Any, **kw: Any) -> int:
+        if name == path:
+            seen.append(("open", threading.get_ident() == loop_thread))
+        return real_open(name, *args, **kw)
+
+    def counting_unlink(name: Any, *args: Any, **kw: Any) -> None:
+        if name == path:
+            seen.append(("unlink", threading.get_ident() == loop_thread))
+        real_unlink(name, *args, **kw)
+
+    monkeypatch.setattr(os, "open", counting_open)
+    monkeypatch.setattr(os, "unlink", counting_unlink)
+    await cni.set_up_pod(p)
+    # The record is removed once the cache entry is durable, in the write's worker thread.
+    assert seen == [("open", True), ("unlink", False)]
+    seen.clear()
+    await cni.tear_down_pod(p)
+    assert seen == [("open", True)]
+    assert len(fakes["fa"].calls("DEL")) == 1
+
+
+async def test_a_teardown_removes_a_record_that_does_not_decode(
+    cni: CNIPlugin, net: Sandbox, fakes: dict[str, FakePlugin]
+) -> None:
+    p = pod(net, "neta")
+    cache = cni.engine.cache
+    await cni.set_up_pod(p)
+    Path(cache.intent_path(p.id)).write_bytes(b"not a record")
+    assert cache.look_up_intent(p.id) == (True, False, [])
+    await cni.tear_down_pod(p)
+    assert not os.path.exists(cache.intent_path(p.id))
+    assert len(fakes["fa"].calls("DEL")) == 1
+
+
+async def test_one_look_finds_a_records_lock_and_contents(cni: CNIPlugin, net: Sandbox) -> None:
+    cache = cni.engine.cache
+    recorded = [CacheEntry(container_id="c1", network_name="neta", if_name="eth0")]
+    assert cache.look_up_intent("c1") == (False, False, [])
+    fd = await cache.write_intent_held("c1", recorded)
+    try:
+        found, in_use, attachments = cache.look_up_intent("c1")
+        assert (found, in_use) == (True, True)
+        assert [(e.network_name, e.if_name) for e in attachments] == [("neta", "eth0")]
+        assert cache.look_up_intent("c1", read=False) == (True, True, [])
+    finally:
+        os.close(fd)
+    assert cache.look_up_intent("c1")[:2] == (True, False)
+    await cache.remove_intent("c1")
+    os.mkfifo(cache.intent_path("c1"))  # opened without blocking, never read
+    assert cache.look_up_intent("c1") == (True, False, [])

@@ -25,7 +25,7 @@ from cni_async import (
     load_config_dir,
     parse_conflist,
 )
-from cni_async._testing import ResultCache, decode_entry, find_plugin
+from cni_async._testing import ResultCache, decode_entry, find_plugin, host_namespace
 
 NET = parse_conflist(b'{"cniVersion":"1.1.0","name":"net1","plugins":[{"type":"p"}]}')
 
@@ -192,3 +192,25 @@ def test_cache_listing_ignores_foreign_files(tmp_path: Path) -> None:
     entry = {"kind": "cniCacheV1", "containerId": "../x", "ifName": "eth0", "networkName": "n"}
     (results / "n-..-x-eth0").write_text(json.dumps(entry))
     assert anyio.run(cache.attachments) == []
+
+
+def test_the_host_namespaces_are_read_once_per_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each check stats the pod's path alone: the runtime's own namespace and PID 1's are
+    known from the first check on."""
+    target = tmp_path / "netns"
+    target.touch()
+    assert host_namespace(str(target)) is None
+    statted: list[str] = []
+    real_stat = os.stat
+
+    def counting_stat(path: str, *args: object, **kw: object) -> os.stat_result:
+        statted.append(os.fspath(path))
+        return real_stat(path, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "stat", counting_stat)
+    assert host_namespace(str(target)) is None
+    assert host_namespace("/proc/self/ns/net") == "this process's own"
+    assert host_namespace(str(tmp_path / "gone")) is None
+    assert statted == [str(target), "/proc/self/ns/net", str(tmp_path / "gone")]
