@@ -15,10 +15,12 @@ from ._fanout import for_each
 from ._json import decode_like_go
 from ._libcni import confload as confload_module
 from ._libcni import engine as engine_module
+from ._libcni import freeing as freeing_module
 from ._libcni import groupcommit as groupcommit_module
 from ._libcni import spawner as spawner_module
 from ._libcni.cache import ResultCache, decode_entry
 from ._libcni.exec import cni_env, find_plugin, plugin_failure
+from ._libcni.freeing import unlink_keeping
 from ._libcni.groupcommit import GroupCommit
 from ._pod.locks import SharedGate
 from ._pod.models import FrozenDict, capability_args
@@ -48,6 +50,7 @@ __all__ = [
     "engine_module",
     "find_plugin",
     "for_each",
+    "freeing_module",
     "gc_stdin",
     "groupcommit_module",
     "host_namespace",
@@ -63,5 +66,6 @@ __all__ = [
     "socket_in",
     "spawner_module",
     "status_stdin",
+    "unlink_keeping",
     "watch_module",
 ]

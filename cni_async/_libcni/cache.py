@@ -26,6 +26,7 @@ from .._errors import CacheError, InvalidArgument
 from .._files import read_regular_file
 from .._json import decode_like_go
 from .._spec.validation import validate_attachment, validate_container_id
+from .freeing import free_later, unlink_keeping
 from .groupcommit import GroupCommit, check_own_directory, unlink_quietly
 
 __all__ = [
@@ -366,11 +367,15 @@ class ResultCache:
                 unlink_quietly(path)
 
     async def remove(self, network: str, container_id: str, ifname: str) -> None:
-        """Remove an entry; a missing one is not an error."""
+        """Remove an entry; a missing one is not an error.
+
+        Only its name goes here: the file is freed on the freeing thread (see ``free_later``),
+        which nobody waits for.
+        """
         path = self.path(network, container_id, ifname)
         await anyio.lowlevel.checkpoint()
-        if self._trusted(self.results_dir):
-            unlink_quietly(path)
+        if self._trusted(self.results_dir) and (fd := unlink_keeping(path)) is not None:
+            free_later(fd)
 
     async def attachments(self, container_id: str | None = None) -> list[CacheEntry]:
         """Every valid entry, sorted by file name; only ``container_id``'s when it is given.

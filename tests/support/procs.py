@@ -33,6 +33,20 @@ def open_fds() -> set[int]:
     return {int(fd) for fd in os.listdir("/proc/self/fd")}
 
 
+def deleted_files_held(under: object) -> list[str]:
+    """What this process holds open, under the directory ``under``, of files that no longer
+    have a name."""
+    held = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(f"{under}/") and target.endswith(" (deleted)"):
+            held.append(target.removesuffix(" (deleted)"))
+    return sorted(held)
+
+
 def children() -> list[int]:
     """PIDs of this process's children, zombies included."""
     me = os.getpid()
