@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import queue
-import threading
+from typing import Final
+
+from .queuethread import QueueThread
 
 __all__ = ["free_later", "unlink_keeping"]
 
@@ -34,42 +35,16 @@ def unlink_keeping(path: str) -> int | None:
     return fd
 
 
-class _FreeingThread:
-    def __init__(self) -> None:
-        self.queue: queue.SimpleQueue[int] = queue.SimpleQueue()
-        self.thread = threading.Thread(target=self._serve, name="cni_async-freeing", daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            fd = self.queue.get()
-            with contextlib.suppress(OSError):
-                os.close(fd)
+def _close(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)
 
 
-_freeing: _FreeingThread | None = None
-_start_lock = threading.Lock()
+_freeing: Final = QueueThread[int]("cni_async-freeing", _close)
 
 
 def free_later(fd: int) -> None:
     """Have the freeing thread close ``fd`` (a descriptor from ``unlink_keeping``), starting
-    the thread on first use. Never blocks."""
-    global _freeing
-    freeing = _freeing
-    if freeing is None:
-        with _start_lock:
-            if _freeing is None:
-                _freeing = _FreeingThread()
-            freeing = _freeing
-    freeing.queue.put(fd)
-
-
-def _forget_freeing_thread() -> None:
-    global _freeing, _start_lock
-    # A forked child has no freeing thread; it starts its own on first use. The descriptors
-    # still queued in the parent stay open in the child until it execs or exits.
-    _freeing = None
-    _start_lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_freeing_thread)
+    the thread on first use. Never blocks. A forked child that has descriptors of its
+    parent's still queued keeps them open until it execs or exits."""
+    _freeing.put(fd)

@@ -28,12 +28,13 @@ import contextlib
 import ctypes
 import errno
 import os
-import queue
 import select
 import signal
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Final
+
+from .queuethread import QueueThread
 
 __all__ = ["SPAWN_IMPLEMENTATIONS", "Spawn", "submit"]
 
@@ -278,37 +279,9 @@ def _kill_and_reap(pid: int) -> None:
             os.waitpid(pid, 0)
 
 
-class _SpawnerThread:
-    def __init__(self) -> None:
-        self.queue: queue.SimpleQueue[Spawn] = queue.SimpleQueue()
-        self.thread = threading.Thread(target=self._serve, name="cni_async-spawner", daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            self.queue.get().run()
-
-
-_spawner: _SpawnerThread | None = None
-_start_lock = threading.Lock()
+_spawner: Final = QueueThread[Spawn]("cni_async-spawner", lambda request: request.run())
 
 
 def submit(request: Spawn) -> None:
     """Queue ``request`` for the spawner thread, starting the thread on first use."""
-    global _spawner
-    spawner = _spawner
-    if spawner is None:
-        with _start_lock:
-            if _spawner is None:
-                _spawner = _SpawnerThread()
-            spawner = _spawner
-    spawner.queue.put(request)
-
-
-def _forget_spawner() -> None:
-    global _spawner, _start_lock
-    _spawner = None  # a forked child has no spawner thread; it starts its own on first use
-    _start_lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_spawner)
+    _spawner.put(request)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
+import warnings
+from collections.abc import Callable
 
 import pytest
 
@@ -75,3 +78,26 @@ def run_benchmark(args: list[str], timeout: float = 300) -> subprocess.Completed
         stdout, stderr = proc.communicate(timeout=60)
         pytest.fail(f"the benchmark took over {timeout} s\n{stdout}{stderr}")
     return subprocess.CompletedProcess(args, proc.returncode, stdout, stderr)
+
+
+def run_forked(child: Callable[[], bool], timeout: float = 20.0) -> int:
+    """Run ``child`` in a forked child process; return its exit code: 0 if it returned true,
+    1 if it returned false or raised. One still running after ``timeout`` is killed, and the
+    test fails."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads, on 3.12+
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through its exit code
+        ok = False
+        try:
+            ok = child()
+        finally:
+            os._exit(0 if ok else 1)
+    deadline = time.monotonic() + timeout
+    while (status := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if status[0] == 0:  # hung: stop the child this test made
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung")
+    return os.waitstatus_to_exitcode(status[1])

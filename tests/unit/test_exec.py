@@ -27,7 +27,7 @@ from cni_async import (
 from cni_async._testing import cni_env, find_plugin, spawner_module
 
 from ..support.plugins import FakePlugin
-from ..support.procs import alive, children, open_fds, wait_dead
+from ..support.procs import alive, children, open_fds, run_forked, wait_dead
 
 pytestmark = pytest.mark.anyio
 
@@ -601,25 +601,7 @@ async def test_a_plugin_reaped_before_it_is_watched_has_its_status_lost(
 
 def test_a_forked_child_starts_its_own_spawner(fake: FakePlugin) -> None:
     """The spawner thread does not survive fork(); a forked child that runs plugins gets one."""
-    import warnings
-
     fake.on("ADD", stdout="{}")
     assert anyio.run(run, fake) == b"{}"  # the parent's spawner thread runs
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads, on 3.12+
-        pid = os.fork()
-    if pid == 0:
-        ok = False
-        try:
-            ok = anyio.run(run, fake) == b"{}"
-        finally:
-            os._exit(0 if ok else 1)
-    deadline = time.monotonic() + 20
-    while (status := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    if status[0] == 0:  # hung: stop the child this test made
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        pytest.fail("the forked child's plugin run hung")
-    assert os.waitstatus_to_exitcode(status[1]) == 0
+    assert run_forked(lambda: anyio.run(run, fake) == b"{}") == 0
     assert len(fake.calls("ADD")) == 2

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import signal
 import threading
 import time
-import warnings
 from pathlib import Path
 
 import pytest
@@ -14,7 +12,7 @@ import pytest
 from cni_async import CacheEntry
 from cni_async._testing import ResultCache, freeing_module, unlink_keeping
 
-from ..support.procs import deleted_files_held
+from ..support.procs import deleted_files_held, run_forked
 
 pytestmark = pytest.mark.anyio
 
@@ -81,28 +79,17 @@ async def test_a_removed_entry_is_freed_on_the_freeing_thread(
 
 def test_a_forked_child_frees_on_a_thread_of_its_own(tmp_path: Path) -> None:
     """The freeing thread does not survive fork(); a forked child that removes files gets one
-    (else the child's descriptor would keep its file, and the test would wait in vain)."""
+    (else the child's descriptor would keep its file, and the child would wait in vain)."""
     path = tmp_path / "entry"
     path.write_bytes(b"x")
     freeing_module.free_later(os.open(tmp_path, os.O_RDONLY))  # the parent's thread runs
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads, on 3.12+
-        pid = os.fork()
-    if pid == 0:
-        ok = False
-        try:
-            fd = unlink_keeping(str(path))
-            if fd is not None:
-                freeing_module.free_later(fd)
-                ok = not wait_until_freed(tmp_path)
-        finally:
-            os._exit(0 if ok else 1)
-    deadline = time.monotonic() + 20
-    while (status := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    if status[0] == 0:  # hung: stop the child this test made
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        pytest.fail("the forked child hung")
-    assert os.waitstatus_to_exitcode(status[1]) == 0
+
+    def child() -> bool:
+        fd = unlink_keeping(str(path))
+        if fd is None:
+            return False
+        freeing_module.free_later(fd)
+        return not wait_until_freed(tmp_path)
+
+    assert run_forked(child) == 0
     assert not path.exists()
