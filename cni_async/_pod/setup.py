@@ -21,6 +21,7 @@ from .._errors import CNIError, NetworkNotFound, PodNetworkError
 from .._libcni.cache import CacheEntry
 from .._libcni.engine import CNIEngine
 from .._libcni.exec import held_lock
+from .._libcni.freeing import free_later
 from .._spec.results import Result
 from .context import PodContext, operation_info
 from .models import NetResult, PodNetwork
@@ -59,7 +60,7 @@ async def set_up(ctx: PodContext, pod: PodNetwork) -> list[NetResult]:
                     results = await _attach_all(ctx, pod, attachments, earlier, held)
                 finally:
                     held_lock.reset(token)
-                    held.close()
+                    held.let_go()
             finally:
                 if ctx.setting_up[pod.id] == 1:
                     del ctx.setting_up[pod.id]
@@ -106,26 +107,33 @@ async def _record_intent(
 
 
 class _HeldLock:
-    """The descriptor holding the intent record's lock, closed once, by whichever thread gets
-    there first: the cache write's worker thread, right after it removed the record, or the
-    set-up itself when that did not happen.
+    """The descriptor holding the intent record's lock, let go of once, by whichever thread
+    gets there first: the cache write's worker thread, right after it removed the record, or
+    the set-up itself when that did not happen.
 
-    Closing the last descriptor of a removed file frees it, which waits for the file system's
-    journal like any other metadata call: not in the event loop's thread when it can be helped.
+    Once the record is settled (removed, or replaced by another), the descriptor is the last
+    hold on a file with no name, and closing it frees the file, which waits for the disk: it
+    goes to the freeing thread, which nobody waits for. A record that stays (a set-up that
+    could not settle it) is closed at once, so that its lock is free when the set-up ends.
     """
 
-    __slots__ = ("fd",)
+    __slots__ = ("fd", "settled")
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
+        self.settled = False
 
-    def close(self) -> None:
+    def let_go(self) -> None:
         fd, self.fd = self.fd, -1
-        if fd >= 0:
-            # Nothing was written through it: an error closing it means nothing, and must not
-            # turn a set-up that worked into one that rolls back.
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        if fd < 0:
+            return
+        if self.settled:
+            free_later(fd)
+            return
+        # Nothing was written through it: an error closing it means nothing, and must not
+        # turn a set-up that worked into one that rolls back.
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 async def _attach_all(
@@ -177,9 +185,10 @@ async def _attach_all(
             # Inside the try: a cancellation or a failed intent write here still rolls the
             # networks back, as a set-up that raises promises.
             await ctx.settle_intent(pod.id, earlier)
+            held.settled = True
     except BaseException as exc:
         rolled_back = [attachments[i] for i in sorted(started)]
-        rollback_errors = await _rollback(ctx, pod.id, rolled_back, earlier)
+        rollback_errors = await _rollback(ctx, pod.id, rolled_back, earlier, held)
         if rolled_back:
             ctx.observers.rolled_back(
                 operation_info("set_up_pod", pod),
@@ -201,13 +210,18 @@ def _remover(ctx: PodContext, container_id: str, held: _HeldLock) -> Callable[[]
 
     def remove() -> None:
         remove_intent()
-        held.close()
+        held.settled = True
+        held.let_go()
 
     return remove
 
 
 async def _rollback(
-    ctx: PodContext, container_id: str, attachments: list[Attachment], earlier: list[CacheEntry]
+    ctx: PodContext,
+    container_id: str,
+    attachments: list[Attachment],
+    earlier: list[CacheEntry],
+    held: _HeldLock,
 ) -> list[CNIError]:
     """DEL every attachment, shielded, within ``cleanup_timeout``; return the failures, one per
     network whose DEL failed or did not finish in time.
@@ -221,6 +235,7 @@ async def _rollback(
         if not failed:
             try:
                 await ctx.settle_intent(container_id, earlier)
+                held.settled = True
             except CNIError as exc:
                 # Every DEL worked: the intent, still naming them, only makes a later teardown
                 # or GC DEL them again. The set-up's own error goes on.

@@ -137,18 +137,19 @@ async def test_set_up_default_network(
 async def test_the_intent_record_is_removed_and_let_go_off_the_loop(
     cni: CNIPlugin, net: Sandbox, dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Removing the record, and closing the last descriptor of the removed file (its lock),
-    # wait for the file system's journal whenever another thread's fsync is committing it:
-    # both happen in the cache write's worker thread, which is there anyway.
+    # Removing the record waits for the file system whenever another thread's fsync is
+    # committing the directory: it happens in the cache write's worker thread, which is there
+    # anyway. Closing the last descriptor of the removed file (its lock) frees the file, which
+    # waits for the disk: the freeing thread does it, and nobody waits for that.
     intents = str(dirs["cache"] / "cni_async-intents")
-    calls: list[tuple[str, int]] = []
+    calls: list[tuple[str, str]] = []
     p = pod(net)
     unlink, close = os.unlink, os.close
 
     def recording_unlink(path: Any, *args: Any, **kwargs: Any) -> None:
         unlink(path, *args, **kwargs)
         if os.fspath(path).startswith(intents):
-            calls.append(("unlink", threading.get_ident()))
+            calls.append(("unlink", threading.current_thread().name))
 
     def recording_close(fd: int) -> None:
         try:
@@ -157,19 +158,24 @@ async def test_the_intent_record_is_removed_and_let_go_off_the_loop(
             target = ""
         # The record's lock, under its temporary name or its own (not the directory, fsync'd)
         if str(dirs["cache"]) in target and os.path.basename(target).startswith(p.id):
-            calls.append(("close", threading.get_ident()))
+            calls.append(("close", threading.current_thread().name))
         close(fd)
 
     monkeypatch.setattr(os, "unlink", recording_unlink)
     monkeypatch.setattr(os, "close", recording_close)
     for _ in range(2):
         await cni.set_up_pod(p)
+        with anyio.fail_after(5):
+            while len(calls) % 2:  # the lock's close, on the freeing thread
+                await anyio.sleep(0.01)
         await cni.get_pod_network_status(p)
         await cni.tear_down_pod(p)
     assert cache_files(dirs) == []
     assert os.listdir(intents) == []
     assert [kind for kind, _ in calls] == ["unlink", "close"] * 2
-    assert threading.get_ident() not in {thread for _, thread in calls}
+    loop_thread = threading.current_thread().name
+    assert loop_thread not in {thread for _, thread in calls}
+    assert {thread for kind, thread in calls if kind == "close"} == {"cni_async-freeing"}
 
 
 async def test_results_in_request_order_and_versions(
