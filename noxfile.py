@@ -34,6 +34,22 @@ EXTRAS = ",".join(sorted(PYPROJECT["project"]["optional-dependencies"]))
 _FLOATING = re.compile(r"^(opentelemetry-|prometheus-client\b)")
 
 
+def _select_pyenv_versions() -> None:
+    """pyenv's shims run only the versions pyenv has selected (``python3.12`` fails otherwise):
+    select every installed 3.x after the one running nox, so that ``tests_other_pythons``
+    finds them and ``python3`` stays what it was. A ``PYENV_VERSION`` already set is kept."""
+    versions = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "versions"
+    if "PYENV_VERSION" in os.environ or not versions.is_dir():
+        return
+    running = ".".join(map(str, sys.version_info[:3]))
+    others = sorted(p.name for p in versions.iterdir() if p.name.startswith("3."))
+    if running in others:
+        os.environ["PYENV_VERSION"] = ":".join([running, *(v for v in others if v != running)])
+
+
+_select_pyenv_versions()
+
+
 def _runtime_names() -> set[str]:
     """The normalised names of the runtime dependencies and extras (never locked)."""
     reqs = list(PYPROJECT["project"]["dependencies"])
