@@ -12,7 +12,7 @@ import errno
 import os
 import stat
 
-__all__ = ["NotARegularFile", "read_regular_file"]
+__all__ = ["NotARegularFile", "read_regular_fd", "read_regular_file"]
 
 
 class NotARegularFile(OSError):
@@ -29,7 +29,23 @@ def read_regular_file(path: str) -> bytes:
     :raises OSError: the file cannot be opened or read
     """
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    with open(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise NotARegularFile(errno.EINVAL, "not a regular file", path)
-        return f.read()
+    try:
+        return read_regular_fd(fd, path)
+    finally:
+        os.close(fd)
+
+
+def read_regular_fd(fd: int, path: str) -> bytes:
+    """``read_regular_file`` for a descriptor the caller opened (without blocking) and closes;
+    ``path`` names it in errors.
+
+    :raises NotARegularFile: it is not a regular file
+    :raises OSError: it cannot be read
+    """
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise NotARegularFile(errno.EINVAL, "not a regular file", path)
+    chunks = []
+    while chunk := os.read(fd, max(st.st_size, 4096)):
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -23,7 +23,7 @@ import anyio
 import msgspec
 
 from .._errors import CacheError, InvalidArgument
-from .._files import read_regular_file
+from .._files import read_regular_fd, read_regular_file
 from .._json import decode_like_go
 from .._spec.validation import validate_attachment, validate_container_id
 from .freeing import free_later, unlink_keeping
@@ -245,7 +245,9 @@ class ResultCache:
                 in_use = True
             except OSError:  # no flock on this file system: as before there were locks
                 pass
-            data = _read_regular(fd) if read else None
+            data = read_regular_fd(fd, path) if read else None
+        except OSError:  # a FIFO or device named like a record, or unreadable: no contents
+            data = None
         finally:
             os.close(fd)  # also drops the lock just taken
         attachments = self._decode_intent(data, container_id) if data is not None else []
@@ -435,20 +437,6 @@ class RecordedIntent(NamedTuple):
 
 
 _NO_INTENT: Final = RecordedIntent(False, False, [])
-
-
-def _read_regular(fd: int) -> bytes | None:
-    """What the open ``fd`` holds if it is a regular file, else ``None``."""
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            return None
-        chunks = []
-        while chunk := os.read(fd, max(st.st_size, 4096)):
-            chunks.append(chunk)
-    except OSError:
-        return None
-    return b"".join(chunks)
 
 
 def _read_or_none(path: str) -> bytes | None:

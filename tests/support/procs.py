@@ -22,14 +22,19 @@ def alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+def wait_until(condition: Callable[[], object], timeout: float = 5.0) -> bool:
+    """Poll ``condition`` until it is true or ``timeout`` has passed; whether it became true."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def wait_dead(pid: int, timeout: float = 5.0) -> bool:
     """Poll until ``pid`` is dead (for processes reaped by someone else, e.g. init)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not alive(pid):
-            return True
-        time.sleep(0.02)
-    return False
+    return wait_until(lambda: not alive(pid), timeout)
 
 
 def open_fds() -> set[int]:

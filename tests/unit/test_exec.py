@@ -27,7 +27,7 @@ from cni_async import (
 from cni_async._testing import cni_env, find_plugin, spawner_module
 
 from ..support.plugins import FakePlugin
-from ..support.procs import alive, children, open_fds, run_forked, wait_dead
+from ..support.procs import alive, children, open_fds, run_forked, wait_dead, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -328,9 +328,7 @@ async def test_exit_status_lost_to_an_ignored_sigchld(fake: FakePlugin) -> None:
     assert "SIGKILL" not in info.value.message
     # The kernel reaps such a child itself, and its /proc entry may outlive the exit that woke
     # the run by a moment (seen once in CI): gone soon, not necessarily at once.
-    deadline = time.monotonic() + 5
-    while children() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: not children())
     assert children() == []
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -12,17 +11,15 @@ import pytest
 from cni_async import CacheEntry
 from cni_async._testing import ResultCache, freeing_module, unlink_keeping
 
-from ..support.procs import deleted_files_held, run_forked
+from ..support.procs import deleted_files_held, run_forked, wait_until
 
 pytestmark = pytest.mark.anyio
 
 
-def wait_until_freed(under: Path, timeout: float = 5.0) -> list[str]:
-    """What is still held under ``under`` once nothing is, or ``timeout`` has passed."""
-    deadline = time.monotonic() + timeout
-    while (held := deleted_files_held(under)) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return held
+def wait_until_freed(under: Path) -> list[str]:
+    """What is still held under ``under`` once nothing is, or a few seconds have passed."""
+    wait_until(lambda: not deleted_files_held(under))
+    return deleted_files_held(under)
 
 
 def test_unlink_keeping_removes_the_name_and_keeps_the_file(tmp_path: Path) -> None:
