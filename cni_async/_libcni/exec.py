@@ -1,11 +1,11 @@
 """Running plugin binaries: lookup, the CNI environment, and the process itself.
 
-The default executor hands each plugin to the spawner thread (``_libcni.spawner``), which starts
-it with ``posix_spawn`` in a session of its own; the event loop feeds stdin through a pipe,
-drains stdout and stderr without blocking and waits for the exit through a pidfd. Every wait goes
-through ``anyio.wait_readable()``, so it works on asyncio and on trio. This path costs the loop a
-fraction of ``anyio.open_process`` per exec (see ``docs/differences.md``) and keeps the same
-guarantees:
+The default executor hands each plugin to the spawner thread (``_libcni.spawner``), which makes
+its pipes, writes its stdin and starts it with ``posix_spawn`` in a session of its own; the event
+loop drains stdout and stderr without blocking (and writes what stdin the pipe could not take)
+and waits for the exit through a pidfd. Every wait goes through ``anyio.wait_readable()``, so it
+works on asyncio and on trio. This path costs the loop a fraction of ``anyio.open_process`` per
+exec (see ``docs/differences.md``) and keeps the same guarantees:
 
 * cancellation (or the executor's own ``timeout``) sends SIGTERM to the plugin, gives the rest of
   its process group (an IPAM helper finishing a lease) up to ``kill_grace`` seconds to exit, then
@@ -335,8 +335,9 @@ class _NotStarted(Exception):
 
 class _PluginRun:
     """One plugin process: the constructor hands it to the spawner thread, ``wait()`` collects
-    it. The loop thread owns the pipes' parent ends, the epoll instance and, once the spawn is
-    done, the pidfd; the spawner thread owns the child's ends (``_libcni.spawner``)."""
+    it. The spawner thread makes the pipes and starts the plugin (``_libcni.spawner``); the loop
+    thread owns the epoll instance and, once the spawn is settled, the pipes' parent ends and
+    the pidfd."""
 
     def __init__(
         self, path: str, stdin: bytes, env: Mapping[str, str], executor: SpawnExecutor
@@ -344,81 +345,69 @@ class _PluginRun:
         self._executor = executor
         self._stdout = bytearray()
         self._stderr = bytearray()
-        self._stdin = memoryview(stdin)
         self._overflow = False
         self._reaped = False
-        self._fds: list[int] = []
-        child: list[int] = []
-        self._poller: select.epoll | None = None
+        self._spawn: spawner.Spawn | None = None
         try:
-            for parent_end, child_end in ((1, 0), (0, 1), (0, 1)):
-                # Both ends non-blocking in one call; the spawner makes the child's blocking.
-                ends = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-                self._fds.append(ends[parent_end])
-                child.append(ends[child_end])
-            self._stdin_w, self._out_r, self._err_r = self._fds
-            self._write_stdin()
             self._poller = select.epoll(4)
-            self._poller.register(self._out_r, select.EPOLLIN)
-            self._poller.register(self._err_r, select.EPOLLIN)
-            if self._stdin:
-                self._poller.register(self._stdin_w, select.EPOLLOUT)
-            else:
-                self._close_stdin()
-            dups = [(child[0], 0), (child[1], 1), (child[2], 2)]
-            held = held_lock.get()
-            if held is not None:  # last: its dup2 may replace a pipe end the parent had at 3
-                dups.append((held, 3))
-            # A copy: the spawner thread reads it while the caller's tasks go on.
-            self._spawn = spawner.Spawn(path, dict(env), dups, child, self._poller)
+        except OSError as exc:  # out of descriptors, say
+            raise _NotStarted from exc
+        try:
+            # A copy of env: the spawner thread reads it while the caller's tasks go on.
+            self._spawn = spawner.Spawn(path, dict(env), stdin, held_lock.get(), self._poller)
             spawner.submit(self._spawn)
-        except BaseException as exc:
-            if getattr(self, "_spawn", None) is None:
-                for fd in child:
-                    os.close(fd)
-            else:  # interrupted once made (^C on trio): withdraw it, or stop what it started
-                self._kill_now()
+        except BaseException:
+            if self._spawn is not None:  # interrupted once made (^C on trio): withdraw it, or
+                self._kill_now()  # stop what it started
             self._close_all()
-            if isinstance(exc, OSError):  # out of descriptors, say
-                raise _NotStarted from exc
             raise
 
     @property
     def pid(self) -> int:
         """The plugin's PID once started (0 before: never signal it then)."""
-        return self._spawn.pid
+        return self._started.pid
+
+    @property
+    def _started(self) -> spawner.Spawn:
+        assert self._spawn is not None  # set for as long as wait() can run
+        return self._spawn
 
     def _close_stdin(self) -> None:
-        # Forget the number too: the spawner thread's pidfd may be given it next.
-        self._fds.remove(self._stdin_w)
-        os.close(self._stdin_w)
-        self._stdin_w = -1
+        # Forget the number too: a later descriptor of this process may be given it.
+        spawn = self._started
+        self._poller.unregister(spawn.stdin_w)
+        os.close(spawn.stdin_w)
+        spawn.stdin_w = -1
 
     def _close_all(self) -> None:
         """Close what the loop thread owns; only once the spawn is settled."""
-        for fd in self._fds:
-            os.close(fd)
-        self._fds.clear()
-        if self._poller is not None:
-            self._poller.close()
-        if getattr(self, "_spawn", None) is not None and self._spawn.pidfd >= 0:
-            os.close(self._spawn.pidfd)
-            self._spawn.pidfd = -1
+        spawn = self._spawn
+        if spawn is not None:
+            for fd in spawn.parent_fds():
+                os.close(fd)
+            spawn.stdin_w = spawn.out_r = spawn.err_r = -1
+            if spawn.pidfd >= 0:
+                os.close(spawn.pidfd)
+                spawn.pidfd = -1
+        self._poller.close()
 
     def _write_stdin(self) -> None:
+        """Write on what stdin the spawner thread could not (the pipe was full)."""
+        spawn = self._started
         try:
-            while self._stdin:
-                written = os.write(self._stdin_w, self._stdin)
-                self._stdin = self._stdin[written:]
+            while spawn.stdin:
+                spawn.stdin = spawn.stdin[os.write(spawn.stdin_w, spawn.stdin) :]
         except BlockingIOError:
             pass
 
-    def _read(self, fd: int) -> bool:
+    def _read(self, fd: int, events: int) -> bool:
         """Read what ``fd`` has; ``False`` at end of file. Caps stdout, keeps stderr's tail.
 
         Reads on until the pipe is empty (at most ``_READS_PER_WAKEUP`` times, so a flood
-        cannot hold the event loop): the end of file that usually follows a plugin's output
-        is then seen at once, not after another round through the event loop.
+        cannot hold the event loop). A short read has emptied the pipe: if every writer had
+        closed it when it was polled (``EPOLLHUP`` in ``events``, as it is when a plugin has
+        written its output and exited), that is its end, seen without another read; if not,
+        the next write wakes the loop again.
         """
         for _ in range(_READS_PER_WAKEUP):
             try:
@@ -427,7 +416,7 @@ class _PluginRun:
                 return True
             if not chunk:
                 return False
-            if fd == self._out_r:
+            if fd == self._started.out_r:
                 self._stdout += chunk
                 if len(self._stdout) > self._executor.max_output:
                     self._overflow = True  # wait() kills the group (the spawn may still be ending)
@@ -436,6 +425,8 @@ class _PluginRun:
                 self._stderr += chunk
                 if len(self._stderr) > _STDERR_TAIL:
                     del self._stderr[: len(self._stderr) - _STDERR_TAIL]
+            if len(chunk) < _READ_SIZE:
+                return not events & select.EPOLLHUP
         return True
 
     def _signal_group(self, signum: int) -> None:
@@ -458,7 +449,7 @@ class _PluginRun:
 
     async def _settle(self) -> None:
         """Wait until the spawner thread has started the plugin or will never start it."""
-        while not self._spawn.settle():
+        while not self._started.settle():
             await anyio.sleep(_SETTLE_POLL)
 
     async def wait(self) -> tuple[bytes, bytes, int | None]:
@@ -475,13 +466,13 @@ class _PluginRun:
                 returncode = self._reap()
             else:  # flooded stdout: kill the group, let the kill land, reap
                 await self._settle()
-                if self._spawn.error is not None:  # it wrote, then could not be watched
-                    raise _NotStarted from self._spawn.error
+                if self._started.error is not None:  # it wrote, then could not be watched
+                    raise _NotStarted from self._started.error
                 self._signal_group(signal.SIGKILL)
                 returncode = -signal.SIGKILL
-                if self._spawn.pidfd >= 0:
+                if self._started.pidfd >= 0:
                     with anyio.move_on_after(_REAP_LIMIT):
-                        await anyio.wait_readable(self._spawn.pidfd)
+                        await anyio.wait_readable(self._started.pidfd)
                         returncode = self._reap()
                     if not self._reaped:
                         self._unreaped()
@@ -509,15 +500,11 @@ class _PluginRun:
     async def _pump_until_done(self) -> bool:
         """Serve the pipes until the plugin exited and they closed; ``False`` if it flooded
         stdout (it is then still running)."""
-        assert self._poller is not None
-        poller = self._poller
-        open_pipes = {self._out_r, self._err_r}
+        poller, spawn = self._poller, self._started
+        open_pipes = 2  # stdout and stderr, once the spawner thread has made them
         exited_at: float | None = None
         while open_pipes or exited_at is None:
             if exited_at is None:
-                if not open_pipes and self._spawn.error is not None:
-                    # Every output pipe closed, so the spawn is done: it failed.
-                    raise _NotStarted from self._spawn.error
                 await anyio.wait_readable(poller.fileno())
             else:
                 # The plugin is gone but something still holds its pipes (a child of it?).
@@ -532,36 +519,34 @@ class _PluginRun:
                     )
                     self._signal_group(signal.SIGKILL)
                     return True
-            for fd, _events in poller.poll(0):
-                if fd == self._out_r or fd == self._err_r:
-                    if not self._read(fd):
-                        poller.unregister(fd)
-                        open_pipes.discard(fd)
+            for fd, events in poller.poll(0):
+                if fd == spawn.out_r or fd == spawn.err_r:
+                    # Registered one-shot: re-armed while open, and left disarmed at its end.
+                    if self._read(fd, events):
+                        poller.modify(fd, spawner.ONCE)
+                    else:
+                        open_pipes -= 1
                         if self._overflow:
                             return False
-                elif fd == self._stdin_w:
+                elif fd == spawn.stdin_w:
                     try:
                         self._write_stdin()
                     except (BrokenPipeError, ConnectionResetError):
-                        self._stdin = memoryview(b"")  # it exited or closed stdin early
-                    if not self._stdin:
-                        poller.unregister(fd)
+                        spawn.stdin = memoryview(b"")  # it exited or closed stdin early
+                    if not spawn.stdin:
                         self._close_stdin()
-                else:  # the pidfd, or the spawner's READY for a spawn without one
-                    poller.unregister(fd)
-                    if self._spawn.error is not None:
-                        raise _NotStarted from self._spawn.error
+                else:  # the pidfd, or READY for a spawn without one: both reported only once
+                    if spawn.error is not None:
+                        raise _NotStarted from spawn.error
                     exited_at = time.monotonic()
-            pidfd = self._spawn.pidfd
             if (
                 not open_pipes
                 and exited_at is None
-                and pidfd >= 0
-                and pidfd in dict(poller.poll(0))
+                and spawn.pidfd >= 0
+                and spawn.pidfd in dict(poller.poll(0))
             ):
                 # The output closed because the plugin is exiting, and by now it usually has:
                 # no need for another round through the event loop to see it.
-                poller.unregister(pidfd)
                 exited_at = time.monotonic()
         return True
 
@@ -581,7 +566,7 @@ class _PluginRun:
             os.kill(self.pid, signal.SIGTERM)  # the zombie pins the PID until we reap
         deadline = time.monotonic() + self._executor.kill_grace
         with anyio.move_on_after(self._executor.kill_grace):
-            await anyio.wait_readable(self._spawn.pidfd)
+            await anyio.wait_readable(self._started.pidfd)
             # A walk of /proc, in a worker thread: on a busy node it takes milliseconds.
             while time.monotonic() < deadline and await anyio.to_thread.run_sync(
                 _group_has_others, self.pid
@@ -590,7 +575,7 @@ class _PluginRun:
         # SIGKILL the whole group even if the plugin itself exited: its children may remain.
         self._signal_group(signal.SIGKILL)
         with anyio.move_on_after(_REAP_LIMIT):
-            await anyio.wait_readable(self._spawn.pidfd)
+            await anyio.wait_readable(self._started.pidfd)
             self._reap()
             return
         self._unreaped()
@@ -603,12 +588,12 @@ class _PluginRun:
     def _kill_now(self) -> None:
         """SIGKILL the group and reap the plugin, blocking (at most ``_REAP_LIMIT`` seconds; a
         killed process is gone within a millisecond unless stuck in the kernel)."""
-        self._spawn.settle(block=True)
+        self._started.settle(block=True)
         if self._reaped or not self.pid:
             return
         self._signal_group(signal.SIGKILL)
         waiter = select.poll()  # not select.select: the pidfd's number may be 1024 or more
-        waiter.register(self._spawn.pidfd, select.POLLIN)
+        waiter.register(self._started.pidfd, select.POLLIN)
         if waiter.poll(_REAP_LIMIT * 1000):
             self._reap()
         else:

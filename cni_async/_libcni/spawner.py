@@ -4,9 +4,13 @@ for a fork and exec.
 ``posix_spawn`` holds the thread that calls it until the kernel has cloned the caller and the
 child has exec'd, a quarter of a millisecond on an idle machine and more on a busy one. Here the
 loop thread puts a [`Spawn`][] request in a queue and goes on; one daemon thread takes the
-requests in order, starts each process, closes the child's ends of the pipes, opens its pidfd
-and registers that pidfd with the epoll instance the loop already watches. The loop learns
-that its plugin started (or could not start) from the epoll instance it waits on anyway.
+requests in order and does every system call that starting a plugin takes: it makes the three
+pipes, writes the plugin's stdin (as much as the pipe holds, which is all of it for any usual
+configuration), registers the output pipes with the epoll instance the loop watches, starts the
+process, closes the child's ends, opens its pidfd and registers that too. The loop learns that
+its plugin started (or could not start) from the epoll instance it waits on anyway, and each of
+those calls is one the loop thread no longer makes (and one place less where it gives up the
+GIL and waits to get it back).
 
 The thread calls the C library's ``posix_spawn`` through ``ctypes``, which releases the GIL while
 the kernel works, so the loop runs Python meanwhile. Where that cannot be loaded it falls back
@@ -36,7 +40,7 @@ from typing import Final
 
 from .queuethread import QueueThread
 
-__all__ = ["SPAWN_IMPLEMENTATIONS", "Spawn", "submit"]
+__all__ = ["ONCE", "SPAWN_IMPLEMENTATIONS", "Spawn", "submit"]
 
 SpawnFunction = Callable[[str, Mapping[str, str], Sequence[tuple[int, int]]], int]
 """Start ``path`` (argv ``[path]``) with ``env``, each ``(fd, target)`` dup'ed to ``target``, in a
@@ -145,6 +149,11 @@ READY: Final = os.eventfd(1, os.EFD_CLOEXEC)
 """Always readable, never read: registered with a run's epoll instance to wake its loop when the
 spawn ends without a pidfd to watch (it failed, or the process is already gone)."""
 
+ONCE: Final = select.EPOLLIN | select.EPOLLONESHOT
+"""How the output pipes, the pidfd and [`READY`][] are registered: each is reported once, then
+left out until it is re-armed. The loop never takes one out of its epoll instance: it re-arms
+a pipe that is still open, and the rest go when their descriptors are closed."""
+
 SPAWN_IMPLEMENTATIONS: Final = _implementations()
 """The ways this process can spawn, best first: ``libc`` where ``ctypes`` reaches it, ``os``."""
 
@@ -153,53 +162,67 @@ spawn_process: SpawnFunction = next(iter(SPAWN_IMPLEMENTATIONS.values()))
 
 
 class Spawn:
-    """One plugin for the spawner thread to start.
+    """One plugin for the spawner thread to start, with ``stdin`` as its input and, if
+    ``held`` is given, that descriptor as its descriptor 3.
 
-    The loop thread makes it with its own ends of the pipes already open and the epoll instance
-    it waits on. ``child_fds`` belong to whoever moves the request out of ``QUEUED``: the
-    spawner thread, which closes them once the process started or failed to, or a canceller
-    ([`settle`][cni_async._libcni.spawner.Spawn.settle]). ``pid`` and ``pidfd`` are set, and the
-    pidfd registered with ``poller``, before the state becomes ``DONE``; a spawn that ends with
-    no pidfd (``error``, or a process already reaped elsewhere, ``pid`` 0) registers [`READY`][]
-    instead, so the loop wakes either way.
+    The loop thread makes it with the epoll instance it waits on, ``poller``. The spawner
+    thread makes the pipes: each parent end (``stdin_w``, ``out_r``, ``err_r``, non-blocking)
+    is set here as soon as it exists, and is the loop thread's to read, write and close once
+    the request is settled; the child's ends are closed by the spawner thread before anything
+    can wake the loop. ``out_r`` and ``err_r`` are registered with ``poller`` for input, and
+    ``stdin_w`` is closed once all of ``stdin`` is written, or left registered for output with
+    the rest in ``stdin`` when the pipe is full. ``pid`` and ``pidfd`` are set, and the pidfd
+    registered with ``poller``, before the state becomes ``DONE``; a spawn that ends with no
+    pidfd (``error``, or a process already reaped elsewhere, ``pid`` 0) registers [`READY`][]
+    instead, so the loop wakes either way. All but ``stdin_w`` are registered [`ONCE`][].
     """
 
     __slots__ = (
         "child_fds",
-        "dups",
         "env",
+        "err_r",
         "error",
+        "held",
         "lock",
+        "out_r",
         "path",
         "pid",
         "pidfd",
         "poller",
         "state",
+        "stdin",
+        "stdin_w",
     )
 
     def __init__(
         self,
         path: str,
         env: Mapping[str, str],
-        dups: Sequence[tuple[int, int]],
-        child_fds: Sequence[int],
+        stdin: bytes,
+        held: int | None,
         poller: select.epoll,
     ) -> None:
         self.path = path
         self.env = env
-        self.dups = dups
-        self.child_fds = child_fds
+        self.stdin = memoryview(stdin)
+        self.held = held
         self.poller = poller
+        self.stdin_w = self.out_r = self.err_r = -1
+        self.child_fds: list[int] = []
         self.pid = 0
         self.pidfd = -1
         self.error: BaseException | None = None
         self.state = QUEUED
         self.lock = threading.Lock()  # held by the spawner thread while the request is under way
 
+    def parent_fds(self) -> list[int]:
+        """The parent ends of the pipes that are open (the loop thread's, once settled)."""
+        return [fd for fd in (self.stdin_w, self.out_r, self.err_r) if fd >= 0]
+
     def settle(self, *, block: bool = False) -> bool:
-        """Cancel the request if the spawner thread has not taken it (closing the child's
-        ends, which are then the canceller's); whether it is settled (never to start, or
-        done), so that ``pid`` can be trusted.
+        """Cancel the request if the spawner thread has not taken it (it then made nothing);
+        whether it is settled (never to start, or done), so that ``pid`` and the pipes can be
+        trusted.
 
         Without ``block`` this never waits: ``False`` means the spawn is under way right now.
         With it, it waits for the spawn to end.
@@ -209,7 +232,6 @@ class Spawn:
         try:
             if self.state == QUEUED:
                 self.state = CANCELLED
-                self._close_child_fds()
         finally:
             self.lock.release()
         return True
@@ -217,7 +239,7 @@ class Spawn:
     def run(self) -> None:
         """Start the process (in the spawner thread); never raises."""
         with self.lock:
-            if self.state != QUEUED:  # cancelled: the canceller closed the child's ends
+            if self.state != QUEUED:  # cancelled before anything was made
                 return
             try:
                 self._start()
@@ -228,21 +250,49 @@ class Spawn:
                 # ready marker does, whatever the output pipes do (a daemon the plugin started
                 # may hold them open).
                 with contextlib.suppress(OSError, ValueError):
-                    self.poller.register(READY, select.EPOLLIN)
+                    self.poller.register(READY, ONCE)
             self.state = DONE
 
     def _close_child_fds(self) -> None:
         for fd in self.child_fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
+        self.child_fds.clear()
+
+    def _make_pipes(self) -> list[tuple[int, int]]:
+        """Make the three pipes, write what stdin the pipe takes, register the output pipes;
+        the dups that put the child's ends (and ``held``) in place."""
+        # Both ends non-blocking in one call; the child's are made blocking below. Each end is
+        # kept as soon as it exists, so that a failure half-way leaves it with its closer.
+        flags = os.O_NONBLOCK | os.O_CLOEXEC
+        child_in, self.stdin_w = os.pipe2(flags)
+        self.child_fds.append(child_in)
+        self.out_r, child_out = os.pipe2(flags)
+        self.child_fds.append(child_out)
+        self.err_r, child_err = os.pipe2(flags)
+        self.child_fds.append(child_err)
+        for fd in self.child_fds:  # plugins expect blocking pipes
+            os.set_blocking(fd, True)
+        try:
+            while self.stdin:
+                self.stdin = self.stdin[os.write(self.stdin_w, self.stdin) :]
+        except BlockingIOError:  # the pipe is full: the loop writes the rest as it drains
+            self.poller.register(self.stdin_w, select.EPOLLOUT)
+        else:
+            os.close(self.stdin_w)
+            self.stdin_w = -1
+        self.poller.register(self.out_r, ONCE)
+        self.poller.register(self.err_r, ONCE)
+        dups = [(fd, target) for target, fd in enumerate(self.child_fds)]
+        if self.held is not None:  # last: its dup2 may replace a pipe end the child had at 3
+            dups.append((self.held, 3))
+        return dups
 
     def _start(self) -> None:
         # The child's ends are closed before anything can wake the loop thread (the pidfd or
         # the ready marker): once woken, the run may end, and must leave no descriptor behind.
         try:
-            for fd in self.child_fds:  # non-blocking with the loop's ends; plugins expect blocking
-                os.set_blocking(fd, True)
-            pid = spawn_process(self.path, self.env, self.dups)
+            pid = spawn_process(self.path, self.env, self._make_pipes())
         finally:
             self._close_child_fds()
         try:
@@ -260,7 +310,7 @@ class Spawn:
         self.pid = pid
         self.pidfd = pidfd
         try:
-            self.poller.register(pidfd, select.EPOLLIN)
+            self.poller.register(pidfd, ONCE)
         except BaseException:
             os.close(pidfd)
             self.pid = 0

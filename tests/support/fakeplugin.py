@@ -80,6 +80,11 @@ if "stderr" in b:
 if "signal" in b:
     os.kill(os.getpid(), int(b["signal"]))
 
+# Output written piece by piece, "pause" seconds apart, each piece flushed (after stdout's).
+for piece in b.get("pieces", []):
+    time.sleep(float(b.get("pause", 0.05)))
+    sys.stdout.write(piece)
+    sys.stdout.flush()
 if "stdout" in b:
     out = b["stdout"]
     sys.stdout.write(out if isinstance(out, str) else json.dumps(out))

@@ -113,6 +113,46 @@ async def test_stdout_and_stdin_are_exact(fake: FakePlugin) -> None:
     assert call["env"]["CNI_NETNS"] == "/run/netns/x"
 
 
+async def test_output_written_in_pieces_is_read_whole(fake: FakePlugin) -> None:
+    """Output that comes in pieces, with pauses, is read to its end: a piece that empties the
+    pipe while the plugin still runs is not taken for the end of its output."""
+    fake.on(
+        "ADD", stderr="starting\n", stdout="", pieces=['{"cniVersion":', ' "1.1.0", ', '"ips": []}']
+    )
+    stderr: list[bytes] = []
+    executor = SpawnExecutor(stderr_sink=lambda _path, data: stderr.append(data))
+    stdout = await executor.exec_plugin(str(fake.path), stdin=b"{}", env=env())
+    assert stdout == b'{"cniVersion": "1.1.0", "ips": []}'
+    assert stderr == [b"starting\n"]
+
+
+async def test_the_loop_thread_makes_no_pipe_and_writes_no_stdin(
+    fake: FakePlugin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The spawner thread makes a run's pipes and writes its stdin: system calls that the
+    event loop's thread no longer makes for each plugin."""
+    calls: list[tuple[str, str]] = []
+    real_pipe2, real_write = os.pipe2, os.write
+
+    def pipe2(flags: int) -> tuple[int, int]:
+        calls.append(("pipe2", threading.current_thread().name))
+        return real_pipe2(flags)
+
+    def write(fd: int, data: Any) -> int:
+        calls.append(("write", threading.current_thread().name))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "pipe2", pipe2)
+    monkeypatch.setattr(os, "write", write)
+    fake.on("ADD", stdout="{}")
+    assert await run(fake, b'{"name": "n"}') == b"{}"
+    monkeypatch.undo()
+    spawner = "cni_async-spawner"
+    assert calls.count(("pipe2", spawner)) == 3
+    assert ("write", spawner) in calls
+    assert [call for call in calls if call[1] != spawner] == []
+
+
 @pytest.mark.parametrize(
     ("code", "cls"),
     [(3, ContainerUnknown), (11, TryAgainLater), (7, PluginError), (123, PluginError)],
