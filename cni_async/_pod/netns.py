@@ -311,11 +311,11 @@ async def loopback_is_up(netns: str) -> bool:
     """
     # SIOCGIFFLAGS is answered under RCU alone, where rtnetlink's RTM_GETLINK takes the RTNL
     # lock that plugins hold while they build links: this cannot stall the event loop.
+    await anyio.lowlevel.checkpoint()  # before the socket: a cancellation here leaves none
     try:
         sock = _socket_in(netns, socket.AF_INET, socket.SOCK_DGRAM, 0)
     except OSError as exc:
         raise _namespace_error(netns, exc) from exc
-    await anyio.lowlevel.checkpoint()
     with sock:
         try:
             answer = fcntl.ioctl(sock, _SIOCGIFFLAGS, _IFREQ_FLAGS.pack(b"lo", 0))

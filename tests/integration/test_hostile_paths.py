@@ -149,6 +149,27 @@ async def test_running_out_of_descriptors_is_not_blamed_on_the_namespace(
     assert info.value.code == 11  # try again later: the namespace itself may be fine
 
 
+async def test_a_status_check_cancelled_before_it_starts_opens_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The check of ``lo`` takes its cancellation before it makes a socket in the namespace
+    (one made first would stay open until the garbage collector found it)."""
+    opened: list[object] = []
+    real_open = os.open
+
+    def counting_open(path: object, *args: object, **kwargs: object) -> int:
+        opened.append(path)
+        return real_open(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", counting_open)
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await loopback_is_up("/proc/self/ns/net")
+    monkeypatch.undo()
+    assert scope.cancelled_caught
+    assert opened == []
+
+
 async def test_an_entry_whose_name_fits_is_written_whatever_its_temporary(
     tmp_path: Path,
 ) -> None:
