@@ -25,7 +25,7 @@ from ._libcni.groupcommit import GroupCommit
 from ._pod.locks import SharedGate
 from ._pod.models import FrozenDict, capability_args
 from ._pod.netns import _socket_in as socket_in
-from ._pod.netns import host_namespace, loopback_is_up
+from ._pod.netns import host_namespace, loopback_is_up, loopback_up_blocking
 from ._pod.planning import assign_ifnames, plan_networks, runtime_conf
 from ._pod.retry import is_try_again_later
 from ._spec.netconf import gc_stdin, plugin_stdin, status_stdin
@@ -56,6 +56,7 @@ __all__ = [
     "host_namespace",
     "is_try_again_later",
     "loopback_is_up",
+    "loopback_up_blocking",
     "parse_version",
     "plan_networks",
     "plugin_failure",

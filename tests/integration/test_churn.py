@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -134,3 +135,29 @@ def test_churn_reports_and_leaks_nothing(tmp_path: Path, config: str, command: l
         assert r["phases"]["set_up"]["p50_ms"] > 0
         assert r["cpu_s"] > 0 and r["children_cpu_s"] > 0 and r["peak_rss_mib"] > 0
     assert (tmp_path / "r.png").read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.privileged
+def test_the_blocking_cycle_measurement_runs_both_sides_and_cleans_up() -> None:
+    """``blocking_cycle.py`` (the hot path's measurement of blocking threads against cni_async)
+    runs B's pods both ways, reports each round and the medians, and leaves no namespace."""
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        unavailable("configuration B's plugin is built with a C compiler")
+    script = CHURN.with_name("blocking_cycle.py")
+    before = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
+    out = run_benchmark(
+        [sys.executable, str(script), "--pods", "6", "--concurrency", "2", "--rounds", "2"]
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    rounds = [line.split() for line in out.stdout.splitlines() if line.startswith("round")]
+    assert sorted((r[1], r[2]) for r in rounds) == [
+        ("1", "blocking"),
+        ("1", "cni_async"),
+        ("2", "blocking"),
+        ("2", "cni_async"),
+    ]
+    assert [r[2] for r in rounds] == ["cni_async", "blocking", "blocking", "cni_async"]
+    for r in rounds:
+        assert float(r[3]) > 0 and float(r[5]) > 0  # pods/s, CPU ms per pod
+    assert sum(line.startswith("median") for line in out.stdout.splitlines()) == 2
+    assert set(os.listdir("/run/netns")) <= before
