@@ -1,12 +1,14 @@
-"""What B's pod cycle costs as plain blocking Python in threads, beside cni_async's own: a
-measurement for the hot path (not a benchmark of the library).
+"""What B's pod cycle costs as plain blocking Python in threads, beside cni_async's own with and
+without running plugins: a measurement for the hot path (not a benchmark of the library).
 
     .venv/bin/python benchmarks/blocking_cycle.py [--pods N] [--concurrency C] [--rounds R]
 
-Each round runs the same pods of configuration B (the no-op plugin) twice, each time in a fresh
-process, in alternating order: once through cni_async (``churn.py``'s own pod cycle: set-up,
-status, teardown), once as blocking calls in C threads that make the kernel do what cni_async
-makes it do for a pod, with the same stdin and environment (``churn.py``'s floor job):
+Each round runs the same pods of configuration B (the no-op plugin) three times, each time in a
+fresh process, in alternating order: through cni_async (``churn.py``'s own pod cycle: set-up,
+status, teardown); through cni_async with every plugin run answered at once, with no process
+(``no_exec``: the library's cost apart from running plugins); and as blocking calls in C threads
+that make the kernel do what cni_async makes it do for a pod, with the same stdin and
+environment (``churn.py``'s floor job):
 
 - set-up: the pod's namespace; an intent record, named, locked and fsync'd with its directory;
   ``lo`` up (the library's own netlink call); the ADD, through ``posix_spawn`` with pipes; the
@@ -15,11 +17,13 @@ makes it do for a pod, with the same stdin and environment (``churn.py``'s floor
 - teardown: the record looked up; the cache directory listed and the entry read; the DEL; the
   entry removed; the namespace deleted.
 
-It leaves out what makes the library a library (validation, locks, result types, cancellation,
-logging, observers): the difference between the two sides bounds what an event loop, anyio and
-those cost per pod. It prints pods/s and the process's CPU per pod for each side. Needs root
-and gcc; runs in the calling network namespace (B's plugin touches no link, and ``lo`` only in
-the pods' own namespaces). Results are on the benchmarks page ("The hot path").
+The blocking side leaves out what makes the library a library (validation, locks, result types,
+cancellation, logging, observers): its difference from cni_async bounds what an event loop,
+anyio and those cost per pod, and ``no_exec`` tells how much of that is running plugins. It
+prints pods/s and the process's CPU per pod for each side, each round and their medians. Needs
+root and gcc; runs in the calling network namespace (B's plugin touches no link, and ``lo``
+only in the pods' own namespaces). Results are on the benchmarks page ("An event loop against
+blocking threads").
 """
 
 from __future__ import annotations
@@ -137,7 +141,7 @@ def run_blocking(spec: dict[str, Any]) -> dict[str, Any]:
             with contextlib.suppress(FileNotFoundError):
                 os.close(os.open(dirs["intents"] / cid, os.O_RDONLY))
             for found in os.listdir(dirs["results"]):
-                if cid in found:
+                if f"-{cid}-" in found:  # as the library scans: this pod's entries only
                     (dirs["results"] / found).read_bytes()
             for plugin, stdin, env in phases[2]:
                 run(plugin, stdin.replace(b"@PREV@", result), env)
@@ -173,6 +177,26 @@ def run_blocking(spec: dict[str, Any]) -> dict[str, Any]:
     return {"elapsed_s": elapsed, "cpu_s": cpu, "errors": errors, "leaks": leaks}
 
 
+def answer_at_once() -> None:
+    """Make every plugin run of this process answer at once, as the no-op plugin would, with
+    no process: what is left is the library's cost apart from running plugins."""
+    import anyio
+
+    from cni_async import SpawnExecutor
+
+    add = json.dumps({"cniVersion": "1.0.0", "ips": [{"address": "10.99.0.2/24"}]}).encode()
+    version = json.dumps({"cniVersion": "1.0.0", "supportedVersions": ["0.4.0", "1.0.0"]})
+
+    async def exec_plugin(
+        self: SpawnExecutor, path: str, *, stdin: bytes, env: dict[str, str]
+    ) -> bytes:
+        await anyio.lowlevel.checkpoint()
+        command = env["CNI_COMMAND"]
+        return add if command == "ADD" else version.encode() if command == "VERSION" else b""
+
+    SpawnExecutor.exec_plugin = exec_plugin  # type: ignore[assignment,method-assign]
+
+
 def side(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one side in a fresh process; its pods/s and CPU per pod."""
     out = subprocess.run(
@@ -204,6 +228,8 @@ def main() -> None:
         else:
             import anyio
 
+            if spec["mode"] == "instant":
+                answer_at_once()
             record = anyio.run(churn.run_library, spec)
         if record["errors"] or record["leaks"]:
             raise SystemExit(f"errors: {record['errors'][:5]}, leaks: {record['leaks'][:5]}")
@@ -223,11 +249,12 @@ def main() -> None:
             "concurrency": args.concurrency,
             "heartbeat_ms": 0,
         }
-        results: dict[str, list[dict[str, float]]] = {"cni_async": [], "blocking": []}
+        sides = {"cni_async": "library", "no_exec": "instant", "blocking": "blocking"}
+        results: dict[str, list[dict[str, float]]] = {name: [] for name in sides}
         for r in range(args.rounds):
-            order = ["cni_async", "blocking"] if r % 2 == 0 else ["blocking", "cni_async"]
+            order = list(sides) if r % 2 == 0 else list(reversed(sides))
             for name in order:
-                mode = "library" if name == "cni_async" else "blocking"
+                mode = sides[name]
                 pods_prefix = f"{prefix}-{name[0]}{r}"
                 for leftover in ("cache-B", "blocking-cache"):
                     shutil.rmtree(work / leftover, ignore_errors=True)
