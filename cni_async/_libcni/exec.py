@@ -1,11 +1,11 @@
 """Running plugin binaries: lookup, the CNI environment, and the process itself.
 
-The default executor hands each plugin to the spawner thread (``_libcni.spawner``), which makes
-its pipes, writes its stdin and starts it with ``posix_spawn`` in a session of its own; the event
-loop drains stdout and stderr without blocking (and writes what stdin the pipe could not take)
-and waits for the exit through a pidfd. Every wait goes through ``anyio.wait_readable()``, so it
-works on asyncio and on trio. This path costs the loop a fraction of ``anyio.open_process`` per
-exec (see ``docs/differences.md``) and keeps the same guarantees:
+The default executor hands each plugin to the spawner thread (``_libcni.spawner``), which runs
+it from its spawn (``posix_spawn``, in a session of its own) to its reap, with its pipes served
+from an epoll instance of the thread's own; the event loop waits for one eventfd per plugin run,
+through ``anyio.wait_readable()``, so it works on asyncio and on trio. This path costs the loop a
+fraction of ``anyio.open_process`` per exec (see ``docs/differences.md``) and keeps the same
+guarantees:
 
 * cancellation (or the executor's own ``timeout``) sends SIGTERM to the plugin, gives the rest of
   its process group (an IPAM helper finishing a lease) up to ``kill_grace`` seconds to exit, then
@@ -25,14 +25,12 @@ group ID, so a recycled PID can never receive our signal.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
 import os
 import select
 import signal
 import stat
-import time
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Final, Protocol
@@ -61,9 +59,6 @@ logger = logging.getLogger("cni_async.exec")
 
 _ETXTBSY_RETRIES: Final = 5
 _ETXTBSY_DELAY: Final = 1.0
-_STDERR_TAIL: Final = 16 * 1024
-_READ_SIZE: Final = 65536
-_READS_PER_WAKEUP: Final = 16
 _SETTLE_POLL: Final = 0.0005  # a spawn under way ends well within a millisecond
 _REAP_LIMIT: Final = 10.0  # a SIGKILLed process only outlives this in uninterruptible sleep
 # exec errors that say the file is not a runnable program (others: out of descriptors, memory...)
@@ -305,296 +300,90 @@ class SpawnExecutor:
             return stdout
 
 
-def _group_has_others(pgid: int) -> bool:
-    """Whether a process other than the group leader ``pgid`` is in process group ``pgid``.
-
-    When ``/proc`` cannot be listed (out of descriptors, say) the answer is yes: the caller
-    then waits out its grace period and kills the group, rather than fail a cancellation.
-    """
-    try:
-        names = os.listdir("/proc")
-    except OSError:
-        return True
-    for name in names:
-        if not name.isdigit() or int(name) == pgid:
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        # After the command: state, ppid, pgrp; a zombie has already finished its work.
-        if int(fields[2]) == pgid and fields[0] != b"Z":
-            return True
-    return False
-
-
 class _NotStarted(Exception):
     """The plugin could not be started; ``__cause__`` says why (``OSError`` or ``ValueError``)."""
 
 
 class _PluginRun:
-    """One plugin process: the constructor hands it to the spawner thread, ``wait()`` collects
-    it. The spawner thread makes the pipes and starts the plugin (``_libcni.spawner``); the loop
-    thread owns the epoll instance and, once the spawn is settled, the pipes' parent ends and
-    the pidfd."""
+    """One plugin run: the constructor hands it to the spawner thread, which runs it from its
+    spawn to its reap (``_libcni.spawner``); ``wait()`` waits for its end. The loop thread owns
+    the ``done`` eventfd only."""
 
     def __init__(
         self, path: str, stdin: bytes, env: Mapping[str, str], executor: SpawnExecutor
     ) -> None:
         self._executor = executor
-        self._stdout = bytearray()
-        self._stderr = bytearray()
-        self._overflow = False
-        self._reaped = False
-        self._spawn: spawner.Spawn | None = None
         try:
-            self._poller = select.epoll(4)
+            done = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         except OSError as exc:  # out of descriptors, say
             raise _NotStarted from exc
+        # A copy of env: the spawner thread reads it while the caller's tasks go on.
+        self._spawn = spawner.Spawn(
+            path,
+            dict(env),
+            stdin,
+            held=held_lock.get(),
+            done=done,
+            max_output=executor.max_output,
+            kill_grace=executor.kill_grace,
+            pipe_grace=executor.pipe_grace,
+        )
         try:
-            # A copy of env: the spawner thread reads it while the caller's tasks go on.
-            self._spawn = spawner.Spawn(path, dict(env), stdin, held_lock.get(), self._poller)
             spawner.submit(self._spawn)
-        except BaseException:
-            if self._spawn is not None:  # interrupted once made (^C on trio): withdraw it, or
-                self._kill_now()  # stop what it started
-            self._close_all()
+        except BaseException:  # interrupted (^C on trio): withdraw it, or stop what it started
+            self._stop_now()
             raise
 
-    @property
-    def pid(self) -> int:
-        """The plugin's PID once started (0 before: never signal it then)."""
-        return self._started.pid
-
-    @property
-    def _started(self) -> spawner.Spawn:
-        assert self._spawn is not None  # set for as long as wait() can run
-        return self._spawn
-
-    def _close_stdin(self) -> None:
-        # Forget the number too: a later descriptor of this process may be given it.
-        spawn = self._started
-        self._poller.unregister(spawn.stdin_w)
-        os.close(spawn.stdin_w)
-        spawn.stdin_w = -1
-
-    def _close_all(self) -> None:
-        """Close what the loop thread owns; only once the spawn is settled."""
-        spawn = self._spawn
-        if spawn is not None:
-            for fd in spawn.parent_fds():
-                os.close(fd)
-            spawn.stdin_w = spawn.out_r = spawn.err_r = -1
-            if spawn.pidfd >= 0:
-                os.close(spawn.pidfd)
-                spawn.pidfd = -1
-        self._poller.close()
-
-    def _write_stdin(self) -> None:
-        """Write on what stdin the spawner thread could not (the pipe was full)."""
-        spawn = self._started
-        try:
-            while spawn.stdin:
-                spawn.stdin = spawn.stdin[os.write(spawn.stdin_w, spawn.stdin) :]
-        except BlockingIOError:
-            pass
-
-    def _read(self, fd: int, events: int) -> bool:
-        """Read what ``fd`` has; ``False`` at end of file. Caps stdout, keeps stderr's tail.
-
-        Reads on until the pipe is empty (at most ``_READS_PER_WAKEUP`` times, so a flood
-        cannot hold the event loop). A short read has emptied the pipe: if every writer had
-        closed it when it was polled (``EPOLLHUP`` in ``events``, as it is when a plugin has
-        written its output and exited), that is its end, seen without another read; if not,
-        the next write wakes the loop again.
-        """
-        for _ in range(_READS_PER_WAKEUP):
-            try:
-                chunk = os.read(fd, _READ_SIZE)
-            except BlockingIOError:
-                return True
-            if not chunk:
-                return False
-            if fd == self._started.out_r:
-                self._stdout += chunk
-                if len(self._stdout) > self._executor.max_output:
-                    self._overflow = True  # wait() kills the group (the spawn may still be ending)
-                    return False
-            else:
-                self._stderr += chunk
-                if len(self._stderr) > _STDERR_TAIL:
-                    del self._stderr[: len(self._stderr) - _STDERR_TAIL]
-            if len(chunk) < _READ_SIZE:
-                return not events & select.EPOLLHUP
-        return True
-
-    def _signal_group(self, signum: int) -> None:
-        # Only before reaping: the zombie keeps the group ID from being recycled. Never with
-        # no PID: killpg(0) would signal our own group.
-        if not self._reaped and self.pid > 0:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.pid, signum)
-
-    def _reap(self) -> int | None:
-        """Reap the plugin; its exit code, or ``None`` if something else reaped it first."""
-        self._reaped = True
-        if self.pid <= 0:  # reaped elsewhere before it could be watched (see the spawner)
-            return None
-        try:
-            _, status = os.waitpid(self.pid, 0)
-        except ChildProcessError:  # SIGCHLD ignored, or a waitpid(-1) elsewhere
-            return None
-        return os.waitstatus_to_exitcode(status)
-
-    async def _settle(self) -> None:
-        """Wait until the spawner thread has started the plugin or will never start it."""
-        while not self._started.settle():
-            await anyio.sleep(_SETTLE_POLL)
-
     async def wait(self) -> tuple[bytes, bytes, int | None]:
-        """Wait for the plugin and its output; stop and reap it if this task is cancelled.
-
-        One task watches stdout, stderr, stdin (while there is more to write) and the pidfd
-        through a private epoll instance, so a run costs no extra task or task group.
+        """Wait for the plugin's end; stop it (and wait for that) if this task is cancelled.
 
         :raises _NotStarted: if the spawner thread could not start it
         """
+        spawn = self._spawn
         try:
-            returncode: int | None
-            if await self._pump_until_done():
-                returncode = self._reap()
-            else:  # flooded stdout: kill the group, let the kill land, reap
-                await self._settle()
-                if self._started.error is not None:  # it wrote, then could not be watched
-                    raise _NotStarted from self._started.error
-                self._signal_group(signal.SIGKILL)
-                returncode = -signal.SIGKILL
-                if self._started.pidfd >= 0:
-                    with anyio.move_on_after(_REAP_LIMIT):
-                        await anyio.wait_readable(self._started.pidfd)
-                        returncode = self._reap()
-                    if not self._reaped:
-                        self._unreaped()
-        except _NotStarted:
-            raise  # the spawn is done and there is no process
+            await anyio.wait_readable(spawn.done)
         except BaseException:
             try:
                 with anyio.CancelScope(shield=True):
-                    await self._terminate()
+                    await self._stop()
             except BaseException:
                 # Only a native asyncio cancellation gets through the shield (a second
-                # Task.cancel(), as asyncio.wait_for can send): stop and reap the plugin here,
-                # blocking, rather than leave it running.
-                self._kill_now()
+                # Task.cancel(), as asyncio.wait_for can send): kill the plugin and wait for
+                # its reap here, blocking, rather than leave it running.
+                self._stop_now()
                 raise
+            os.close(spawn.done)
             raise
-        finally:
-            self._close_all()
-        if self._overflow:
+        os.close(spawn.done)
+        if spawn.error is not None:
+            raise _NotStarted from spawn.error
+        if spawn.overflow:
             raise ProtocolError(
                 f"plugin output exceeds {self._executor.max_output} bytes; the plugin was killed"
             )
-        return bytes(self._stdout), bytes(self._stderr), returncode
+        return bytes(spawn.stdout), bytes(spawn.stderr), spawn.returncode
 
-    async def _pump_until_done(self) -> bool:
-        """Serve the pipes until the plugin exited and they closed; ``False`` if it flooded
-        stdout (it is then still running)."""
-        poller, spawn = self._poller, self._started
-        open_pipes = 2  # stdout and stderr, once the spawner thread has made them
-        exited_at: float | None = None
-        while open_pipes or exited_at is None:
-            if exited_at is None:
-                await anyio.wait_readable(poller.fileno())
-            else:
-                # The plugin is gone but something still holds its pipes (a child of it?).
-                remaining = exited_at + self._executor.pipe_grace - time.monotonic()
-                with anyio.move_on_after(max(remaining, 0)) as grace:
-                    await anyio.wait_readable(poller.fileno())
-                if grace.cancelled_caught:
-                    logger.warning(
-                        "plugin %d exited but its output pipes stay open (a child of the "
-                        "plugin?); killing its process group",
-                        self.pid,
-                    )
-                    self._signal_group(signal.SIGKILL)
-                    return True
-            for fd, events in poller.poll(0):
-                if fd == spawn.out_r or fd == spawn.err_r:
-                    # Registered one-shot: re-armed while open, and left disarmed at its end.
-                    if self._read(fd, events):
-                        poller.modify(fd, spawner.ONCE)
-                    else:
-                        open_pipes -= 1
-                        if self._overflow:
-                            return False
-                elif fd == spawn.stdin_w:
-                    try:
-                        self._write_stdin()
-                    except (BrokenPipeError, ConnectionResetError):
-                        spawn.stdin = memoryview(b"")  # it exited or closed stdin early
-                    if not spawn.stdin:
-                        self._close_stdin()
-                else:  # the pidfd, or READY for a spawn without one: both reported only once
-                    if spawn.error is not None:
-                        raise _NotStarted from spawn.error
-                    exited_at = time.monotonic()
-            if (
-                not open_pipes
-                and exited_at is None
-                and spawn.pidfd >= 0
-                and spawn.pidfd in dict(poller.poll(0))
-            ):
-                # The output closed because the plugin is exiting, and by now it usually has:
-                # no need for another round through the event loop to see it.
-                exited_at = time.monotonic()
-        return True
+    async def _stop(self) -> None:
+        """Withdraw the run, or have the spawner thread stop the plugin; wait for its end."""
+        spawn = self._spawn
+        while not spawn.withdraw():  # its spawn is under way: it ends well within a millisecond
+            await anyio.sleep(_SETTLE_POLL)
+        if spawn.state != spawner.WITHDRAWN:
+            spawn.request_stop()
+            await anyio.wait_readable(spawn.done)
 
-    async def _terminate(self) -> None:
-        """Stop the plugin, then its whole process group, and reap it.
-
-        A plugin still in the spawner's queue is dropped; one being spawned is waited for.
-        SIGTERM goes to the plugin alone: the helpers it started (an IPAM plugin in the middle
-        of writing a lease, typically a Go binary that dies at once on SIGTERM) get up to
-        ``kill_grace`` to finish on their own, so none of them dies half-way through a write
-        that a later DEL could not undo. Then the whole group gets SIGKILL.
-        """
-        await self._settle()
-        if self._reaped or not self.pid:
+    def _stop_now(self) -> None:
+        """Kill the plugin's group and wait for its reap, blocking (at most ``_REAP_LIMIT``
+        seconds and a little more; a killed process is gone within a millisecond unless stuck
+        in the kernel); past that, ``done`` is left to the spawner thread."""
+        spawn = self._spawn
+        if spawn.withdraw() and spawn.state == spawner.WITHDRAWN:
+            os.close(spawn.done)
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGTERM)  # the zombie pins the PID until we reap
-        deadline = time.monotonic() + self._executor.kill_grace
-        with anyio.move_on_after(self._executor.kill_grace):
-            await anyio.wait_readable(self._started.pidfd)
-            # A walk of /proc, in a worker thread: on a busy node it takes milliseconds.
-            while time.monotonic() < deadline and await anyio.to_thread.run_sync(
-                _group_has_others, self.pid
-            ):
-                await anyio.sleep(0.01)
-        # SIGKILL the whole group even if the plugin itself exited: its children may remain.
-        self._signal_group(signal.SIGKILL)
-        with anyio.move_on_after(_REAP_LIMIT):
-            await anyio.wait_readable(self._started.pidfd)
-            self._reap()
-            return
-        self._unreaped()
-
-    def _unreaped(self) -> None:
-        logger.error(
-            "plugin %d survived SIGKILL for %s s; it is left unreaped", self.pid, _REAP_LIMIT
-        )
-
-    def _kill_now(self) -> None:
-        """SIGKILL the group and reap the plugin, blocking (at most ``_REAP_LIMIT`` seconds; a
-        killed process is gone within a millisecond unless stuck in the kernel)."""
-        self._started.settle(block=True)
-        if self._reaped or not self.pid:
-            return
-        self._signal_group(signal.SIGKILL)
-        waiter = select.poll()  # not select.select: the pidfd's number may be 1024 or more
-        waiter.register(self._started.pidfd, select.POLLIN)
-        if waiter.poll(_REAP_LIMIT * 1000):
-            self._reap()
+        spawn.request_stop(now=True)
+        waiter = select.poll()  # not select.select: the eventfd's number may be 1024 or more
+        waiter.register(spawn.done, select.POLLIN)
+        if waiter.poll((_REAP_LIMIT + 1) * 1000):
+            os.close(spawn.done)
         else:
-            self._unreaped()
+            spawn.abandon()

@@ -1,5 +1,5 @@
 """One daemon thread per process that takes items from a queue, in order, for blocking work
-the event loop must not wait for (starting plugins, freeing removed files).
+the event loop must not wait for (freeing removed files).
 
 Putting an item never blocks and wakes nothing but that thread. The thread starts on the first
 item, from the caller's thread (whose per-thread state, such as its namespaces, it copies); a

@@ -126,30 +126,31 @@ async def test_output_written_in_pieces_is_read_whole(fake: FakePlugin) -> None:
     assert stderr == [b"starting\n"]
 
 
-async def test_the_loop_thread_makes_no_pipe_and_writes_no_stdin(
+async def test_the_loop_thread_makes_none_of_a_runs_system_calls(
     fake: FakePlugin, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The spawner thread makes a run's pipes and writes its stdin: system calls that the
-    event loop's thread no longer makes for each plugin."""
+    """The spawner thread makes a run's pipes, writes its stdin, reads its output and reaps
+    it: the event loop's thread only waits for the run's end."""
     calls: list[tuple[str, str]] = []
-    real_pipe2, real_write = os.pipe2, os.write
 
-    def pipe2(flags: int) -> tuple[int, int]:
-        calls.append(("pipe2", threading.current_thread().name))
-        return real_pipe2(flags)
+    def recorded(name: str) -> Any:
+        real = getattr(os, name)
 
-    def write(fd: int, data: Any) -> int:
-        calls.append(("write", threading.current_thread().name))
-        return real_write(fd, data)
+        def call(*args: Any) -> Any:
+            calls.append((name, threading.current_thread().name))
+            return real(*args)
 
-    monkeypatch.setattr(os, "pipe2", pipe2)
-    monkeypatch.setattr(os, "write", write)
-    fake.on("ADD", stdout="{}")
+        return call
+
+    for name in ("pipe2", "write", "read", "waitpid"):
+        monkeypatch.setattr(os, name, recorded(name))
+    fake.on("ADD", stdout="{}", stderr="note\n")
     assert await run(fake, b'{"name": "n"}') == b"{}"
     monkeypatch.undo()
     spawner = "cni_async-spawner"
     assert calls.count(("pipe2", spawner)) == 3
-    assert ("write", spawner) in calls
+    for name in ("write", "read", "waitpid"):
+        assert (name, spawner) in calls
     assert [call for call in calls if call[1] != spawner] == []
 
 
@@ -640,6 +641,30 @@ async def test_a_plugin_reaped_before_it_is_watched_has_its_status_lost(
         monkeypatch.undo()
     assert children() == []
     assert open_fds() == before
+
+
+async def test_a_run_broken_in_the_spawner_thread_fails_alone(
+    fake: FakePlugin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Something unforeseen in the spawner thread (here a read that fails with EIO) ends that
+    run, with its plugin reaped and nothing left open; the thread goes on serving the next."""
+    fake.on("ADD", stdout="{}")
+    real_read = os.read
+
+    def broken_read(fd: int, size: int) -> bytes:
+        if threading.current_thread().name == "cni_async-spawner":
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real_read(fd, size)
+
+    before = open_fds()
+    monkeypatch.setattr(os, "read", broken_read)
+    with pytest.raises(PluginExecFailed) as info:
+        await run(fake)
+    monkeypatch.undo()
+    assert info.value.errno == errno.EIO
+    assert children() == []
+    assert open_fds() == before
+    assert await run(fake) == b"{}"
 
 
 def test_a_forked_child_starts_its_own_spawner(fake: FakePlugin) -> None:
