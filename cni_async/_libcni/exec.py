@@ -301,7 +301,8 @@ class SpawnExecutor:
 
 
 class _NotStarted(Exception):
-    """The plugin could not be started; ``__cause__`` says why (``OSError`` or ``ValueError``)."""
+    """The plugin could not be started (or its run broke in the spawner thread, its plugin
+    reaped); ``__cause__`` says why (an ``OSError`` or ``ValueError`` as a rule)."""
 
 
 class _PluginRun:
