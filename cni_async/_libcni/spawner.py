@@ -563,6 +563,9 @@ class Spawn:
             self.deadline = self._stop_deadline
 
     def _reap_and_finish(self) -> None:
+        if self.pid <= 0:  # reaped elsewhere before it could be watched: the status is lost
+            self._finish()  # (and waitpid(0) would wait for any child of our group)
+            return
         try:
             _, status = os.waitpid(self.pid, 0)  # it has exited: this does not wait
         except ChildProcessError:  # SIGCHLD ignored, or a waitpid(-1) elsewhere

@@ -619,7 +619,8 @@ async def test_a_plugin_reaped_before_it_is_watched_has_its_status_lost(
     fake: FakePlugin, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With SIGCHLD ignored, a plugin can be gone and reaped by the kernel before its pidfd is
-    opened: the run says the exit status was lost, and never waits by its (free) PID."""
+    opened: the run says the exit status was lost, and never waits by its (free) PID, nor for
+    another child of this process (a sibling that runs on here)."""
     fake.on("ADD", stdout="{}")
     real_pidfd_open = os.pidfd_open
 
@@ -633,10 +634,16 @@ async def test_a_plugin_reaped_before_it_is_watched_has_its_status_lost(
     monkeypatch.setattr(os, "pidfd_open", after_exit)
     before = open_fds()
     previous = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    sibling = os.posix_spawn("/bin/sleep", ["sleep", "30"], {})
     try:
+        started = time.monotonic()
         with pytest.raises(PluginError, match="SIGCHLD"):
             await run(fake)
+        assert time.monotonic() - started < 10
     finally:
+        os.kill(sibling, signal.SIGKILL)  # ours, by its PID
+        with contextlib.suppress(ChildProcessError):  # the kernel reaps it: SIGCHLD is ignored
+            os.waitpid(sibling, 0)
         signal.signal(signal.SIGCHLD, previous)
         monkeypatch.undo()
     assert children() == []
