@@ -60,7 +60,6 @@ logger = logging.getLogger("cni_async.exec")
 _ETXTBSY_RETRIES: Final = 5
 _ETXTBSY_DELAY: Final = 1.0
 _SETTLE_POLL: Final = 0.0005  # a spawn under way ends well within a millisecond
-_REAP_LIMIT: Final = 10.0  # a SIGKILLed process only outlives this in uninterruptible sleep
 # exec errors that say the file is not a runnable program (others: out of descriptors, memory...)
 _NOT_EXECUTABLE: Final = frozenset(
     (errno.ENOENT, errno.EACCES, errno.ENOEXEC, errno.ETXTBSY, errno.EISDIR, errno.ELOOP)
@@ -374,9 +373,10 @@ class _PluginRun:
             await anyio.wait_readable(spawn.done)
 
     def _stop_now(self) -> None:
-        """Kill the plugin's group and wait for its reap, blocking (at most ``_REAP_LIMIT``
-        seconds and a little more; a killed process is gone within a millisecond unless stuck
-        in the kernel); past that, ``done`` is left to the spawner thread."""
+        """Kill the plugin's group and wait for its reap, blocking (at most
+        ``spawner.REAP_LIMIT`` seconds and a little more; a killed process is gone within a
+        millisecond unless stuck in the kernel); past that, ``done`` is left to the spawner
+        thread."""
         spawn = self._spawn
         if spawn.withdraw() and spawn.state == spawner.WITHDRAWN:
             os.close(spawn.done)
@@ -384,7 +384,7 @@ class _PluginRun:
         spawn.request_stop(now=True)
         waiter = select.poll()  # not select.select: the eventfd's number may be 1024 or more
         waiter.register(spawn.done, select.POLLIN)
-        if waiter.poll((_REAP_LIMIT + 1) * 1000):
+        if waiter.poll((spawner.REAP_LIMIT + 1) * 1000):
             os.close(spawn.done)
         else:
             spawn.abandon()

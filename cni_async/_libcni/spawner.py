@@ -23,7 +23,7 @@ What the executor promises stays here, step for step:
   hold them); then the group is SIGKILLed;
 * the group is always signalled before the plugin is reaped, while its zombie still pins the
   process group ID, so a recycled PID never receives our signal; a SIGKILLed plugin that does
-  not exit within ``_REAP_LIMIT`` seconds (stuck in the kernel) is left unreaped, logged.
+  not exit within ``REAP_LIMIT`` seconds (stuck in the kernel) is left unreaped, logged.
 
 The thread calls the C library's ``posix_spawn`` through ``ctypes``, which releases the GIL while
 the kernel works, so the loop runs Python meanwhile. Where that cannot be loaded it falls back
@@ -52,7 +52,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Final
 
-__all__ = ["SPAWN_IMPLEMENTATIONS", "Spawn", "submit"]
+__all__ = ["REAP_LIMIT", "SPAWN_IMPLEMENTATIONS", "Spawn", "submit"]
 
 logger = logging.getLogger("cni_async.exec")
 
@@ -170,13 +170,14 @@ WITHDRAWN: Final = 3  # never taken: nothing was made
 _STDERR_TAIL: Final = 16 * 1024
 _READ_SIZE: Final = 65536
 _READS_PER_EVENT: Final = 16  # a flood cannot hold the thread from the other runs
-_REAP_LIMIT: Final = 10.0  # a SIGKILLed process only outlives this in uninterruptible sleep
+REAP_LIMIT: Final = 10.0
+"""Seconds a SIGKILLed plugin is waited for: only one in uninterruptible sleep outlives it."""
 _GROUP_POLL: Final = 0.01  # how often a stopping plugin's group is looked at
 _IN: Final = select.EPOLLIN | select.EPOLLONESHOT
 _OUT: Final = select.EPOLLOUT | select.EPOLLONESHOT
 
 
-def group_has_others(pgid: int) -> bool:
+def _group_has_others(pgid: int) -> bool:
     """Whether a process other than the group leader ``pgid`` is in process group ``pgid``.
 
     When ``/proc`` cannot be listed (out of descriptors, say) the answer is yes: the caller
@@ -329,12 +330,12 @@ class Spawn:
                 self._start()
             except BaseException as exc:  # noqa: BLE001 - handed to the loop thread, which raises it
                 self.error = exc
-        if self.error is not None or self.pid == 0:
-            # Not started, or gone and reaped by someone else before it could be watched (its
-            # PID may be another process's by now: nothing signals or waits by it).
-            if self.error is not None:
-                self._finish()
-                return
+        if self.error is not None:  # not started
+            self._finish()
+            return
+        if self.pid == 0:
+            # Gone and reaped by someone else before it could be watched (its PID may be
+            # another process's by now: nothing signals or waits by it).
             self._exited = True
         if self._stop is not None:  # asked to stop while it was being started
             self.on_stop()
@@ -476,8 +477,7 @@ class Spawn:
             return
         if self._stop_deadline:  # a stop under way; "now" turns a gentle one into a kill
             if self._stop == "kill" and self.pid:
-                self._signal_group(signal.SIGKILL)
-                self._stop_deadline = time.monotonic() + _REAP_LIMIT
+                self._kill_group(time.monotonic())
                 self._advance()
             return
         if not self.pid:  # nothing to signal: it is gone, or never started
@@ -485,8 +485,7 @@ class Spawn:
             self._advance()
             return
         if self._stop == "kill":
-            self._signal_group(signal.SIGKILL)
-            self._stop_deadline = time.monotonic() + _REAP_LIMIT
+            self._kill_group(time.monotonic())
         else:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGTERM)  # the zombie pins the PID until we reap
@@ -497,6 +496,12 @@ class Spawn:
         """Its deadline came."""
         self.deadline = None
         self._advance()
+
+    def _kill_group(self, now: float) -> None:
+        """SIGKILL the plugin's group; the plugin gets ``REAP_LIMIT`` seconds to exit."""
+        self._signal_group(signal.SIGKILL)
+        self._stop = "kill"
+        self._stop_deadline = now + REAP_LIMIT
 
     def _signal_group(self, signum: int) -> None:
         # Only before reaping, while the zombie keeps the group ID from being recycled; never
@@ -543,19 +548,17 @@ class Spawn:
             if not self._exited:
                 self.deadline = self._stop_deadline
                 return
-            if group_has_others(self.pid):
+            if _group_has_others(self.pid):
                 self.deadline = min(self._stop_deadline, now + _GROUP_POLL)
                 return
         if self._stop == "term":
             # SIGKILL the whole group even if the plugin itself exited: its children may remain.
-            self._signal_group(signal.SIGKILL)
-            self._stop = "kill"
-            self._stop_deadline = now + _REAP_LIMIT
+            self._kill_group(now)
         if self._exited:
             self._reap_and_finish()
         elif now >= self._stop_deadline:
             logger.error(
-                "plugin %d survived SIGKILL for %s s; it is left unreaped", self.pid, _REAP_LIMIT
+                "plugin %d survived SIGKILL for %s s; it is left unreaped", self.pid, REAP_LIMIT
             )
             self.returncode = -signal.SIGKILL
             self._finish()
