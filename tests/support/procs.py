@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import time
@@ -10,6 +11,8 @@ import warnings
 from collections.abc import Callable
 
 import pytest
+
+from cni_async._testing import freeing_module
 
 
 def alive(pid: int) -> bool:
@@ -38,7 +41,27 @@ def wait_dead(pid: int, timeout: float = 5.0) -> bool:
 
 
 def open_fds() -> set[int]:
+    """The descriptors this process holds, once the freeing thread has closed every one it
+    was handed (a removed cache file's goes there, and no call waits for it)."""
+    settle_freeing()
     return {int(fd) for fd in os.listdir("/proc/self/fd")}
+
+
+def settle_freeing(timeout: float = 10.0) -> None:
+    """Wait until the freeing thread has closed every descriptor handed to it so far.
+
+    It closes them in order: once it has closed the write end of a new pipe, handed to it
+    last, it has closed the others, and the read end sees the pipe's end.
+    """
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    try:
+        freeing_module.free_later(write_end)
+        waiter = select.poll()
+        waiter.register(read_end, select.POLLIN)
+        if not waiter.poll(timeout * 1000):
+            raise AssertionError(f"the freeing thread closed nothing for {timeout} s")
+    finally:
+        os.close(read_end)
 
 
 def deleted_files_held(under: object) -> list[str]:
