@@ -15,8 +15,10 @@ from ._fanout import for_each
 from ._json import decode_like_go
 from ._libcni import confload as confload_module
 from ._libcni import engine as engine_module
+from ._libcni import exec as exec_module
 from ._libcni import freeing as freeing_module
 from ._libcni import groupcommit as groupcommit_module
+from ._libcni import native as native_module
 from ._libcni import spawner as spawner_module
 from ._libcni.cache import ResultCache, decode_entry
 from ._libcni.exec import cni_env, find_plugin, plugin_failure
@@ -48,6 +50,7 @@ __all__ = [
     "decode_like_go",
     "encode_result",
     "engine_module",
+    "exec_module",
     "find_plugin",
     "for_each",
     "freeing_module",
@@ -57,6 +60,7 @@ __all__ = [
     "is_try_again_later",
     "loopback_is_up",
     "loopback_up_blocking",
+    "native_module",
     "parse_version",
     "plan_networks",
     "plugin_failure",

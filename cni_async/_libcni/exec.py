@@ -1,8 +1,9 @@
 """Running plugin binaries: lookup, the CNI environment, and the process itself.
 
-The default executor hands each plugin to the spawner thread (``_libcni.spawner``), which runs
-it from its spawn (``posix_spawn``, in a session of its own) to its reap, with its pipes served
-from an epoll instance of the thread's own; the event loop waits for one eventfd per plugin run,
+The default executor hands each plugin to the spawner thread, which runs it from its spawn
+(``posix_spawn``, in a session of its own) to its reap, with its pipes served from an epoll
+instance of the thread's own: in C (``_libcni.native``), where the package's build compiled it,
+else in Python (``_libcni.spawner``); the event loop waits for one eventfd per plugin run,
 through ``anyio.wait_readable()``, so it works on asyncio and on trio. This path costs the loop a
 fraction of ``anyio.open_process`` per exec (see ``docs/differences.md``) and keeps the same
 guarantees:
@@ -46,7 +47,7 @@ from .._errors import (
     ProtocolError,
 )
 from .._json import decode_like_go
-from . import spawner
+from . import native, spawner
 
 __all__ = ["PluginExecutor", "SpawnExecutor", "cni_env", "find_plugin", "held_lock"]
 
@@ -223,6 +224,10 @@ class SpawnExecutor:
     """The default [`PluginExecutor`][cni_async.libcni.PluginExecutor]: each plugin in a session of its
     own.
 
+    Plugins run in one spawner thread per process: a C one where the package's build compiled
+    it (it never takes the GIL), else a Python one. ``CNI_ASYNC_SPAWNER=python`` in the
+    environment when cni_async is imported chooses the Python one.
+
     :param max_output: the most stdout bytes accepted from a plugin; more is a ProtocolError
     :param kill_grace: seconds between SIGTERM and SIGKILL when a plugin must be stopped
     :param pipe_grace: seconds to wait for the output pipes to close after the plugin exited
@@ -299,6 +304,46 @@ class SpawnExecutor:
             return stdout
 
 
+class _Run(Protocol):
+    """The loop thread's side of a run in a spawner thread (C or Python)."""
+
+    done: int
+    state: int
+
+    def submit(self) -> None: ...
+    def withdraw(self) -> bool: ...
+    def request_stop(self, *, now: bool = False) -> None: ...
+    def abandon(self) -> None: ...
+    def close(self) -> None: ...
+    def outcome(self) -> spawner.Outcome: ...
+
+
+class _RunFactory(Protocol):
+    def __call__(
+        self,
+        path: str,
+        env: Mapping[str, str],
+        stdin: bytes,
+        *,
+        held: int | None,
+        done: int,
+        max_output: int,
+        kill_grace: float,
+        pipe_grace: float,
+    ) -> _Run: ...
+
+
+SPAWNER_THREADS: Final[dict[str, _RunFactory]] = {
+    **({"c": native.NativeRun} if native.NativeRun is not None else {}),
+    "python": spawner.Spawn,
+}
+"""The spawner threads this process can use, best first: the C one where it was built
+(``_libcni.native``), and Python's."""
+
+spawner_thread: _RunFactory = next(iter(SPAWNER_THREADS.values()))
+"""Where plugin runs go (looked up for every run, so that a test can choose)."""
+
+
 class _NotStarted(Exception):
     """The plugin could not be started (or its run broke in the spawner thread, its plugin
     reaped); ``__cause__`` says why (an ``OSError`` or ``ValueError`` as a rule)."""
@@ -306,8 +351,9 @@ class _NotStarted(Exception):
 
 class _PluginRun:
     """One plugin run: the constructor hands it to the spawner thread, which runs it from its
-    spawn to its reap (``_libcni.spawner``); ``wait()`` waits for its end. The loop thread owns
-    the ``done`` eventfd only."""
+    spawn to its reap (the C thread of ``_libcni.native`` where it was built, else the Python
+    one of ``_libcni.spawner``); ``wait()`` waits for its end. The loop thread owns the ``done``
+    eventfd only."""
 
     def __init__(
         self, path: str, stdin: bytes, env: Mapping[str, str], executor: SpawnExecutor
@@ -317,19 +363,26 @@ class _PluginRun:
             done = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         except OSError as exc:  # out of descriptors, say
             raise _NotStarted from exc
-        # A copy of env: the spawner thread reads it while the caller's tasks go on.
-        self._spawn = spawner.Spawn(
-            path,
-            dict(env),
-            stdin,
-            held=held_lock.get(),
-            done=done,
-            max_output=executor.max_output,
-            kill_grace=executor.kill_grace,
-            pipe_grace=executor.pipe_grace,
-        )
         try:
-            spawner.submit(self._spawn)
+            # A copy of env: the Python spawner thread reads it while the caller's tasks go on.
+            self._spawn = spawner_thread(
+                path,
+                dict(env),
+                stdin,
+                held=held_lock.get(),
+                done=done,
+                max_output=executor.max_output,
+                kill_grace=executor.kill_grace,
+                pipe_grace=executor.pipe_grace,
+            )
+        except (ValueError, MemoryError) as exc:  # a NUL byte, say (the C thread's checks)
+            os.close(done)
+            raise _NotStarted from exc
+        try:
+            self._spawn.submit()
+        except OSError as exc:  # the C thread could not be started
+            self._stop_now()
+            raise _NotStarted from exc
         except BaseException:  # interrupted (^C on trio): withdraw it, or stop what it started
             self._stop_now()
             raise
@@ -352,16 +405,17 @@ class _PluginRun:
                 # its reap here, blocking, rather than leave it running.
                 self._stop_now()
                 raise
-            os.close(spawn.done)
+            spawn.close()
             raise
-        os.close(spawn.done)
-        if spawn.error is not None:
-            raise _NotStarted from spawn.error
-        if spawn.overflow:
+        outcome = spawn.outcome()
+        spawn.close()
+        if outcome.error is not None:
+            raise _NotStarted from outcome.error
+        if outcome.overflow:
             raise ProtocolError(
                 f"plugin output exceeds {self._executor.max_output} bytes; the plugin was killed"
             )
-        return bytes(spawn.stdout), bytes(spawn.stderr), spawn.returncode
+        return outcome.stdout, outcome.stderr, outcome.returncode
 
     async def _stop(self) -> None:
         """Withdraw the run, or have the spawner thread stop the plugin; wait for its end."""
@@ -379,12 +433,12 @@ class _PluginRun:
         thread."""
         spawn = self._spawn
         if spawn.withdraw() and spawn.state == spawner.WITHDRAWN:
-            os.close(spawn.done)
+            spawn.close()
             return
         spawn.request_stop(now=True)
         waiter = select.poll()  # not select.select: the eventfd's number may be 1024 or more
         waiter.register(spawn.done, select.POLLIN)
         if waiter.poll((spawner.REAP_LIMIT + 1) * 1000):
-            os.close(spawn.done)
+            spawn.close()
         else:
             spawn.abandon()

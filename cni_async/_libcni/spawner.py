@@ -50,9 +50,9 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Final
+from typing import Final, NamedTuple
 
-__all__ = ["REAP_LIMIT", "SPAWN_IMPLEMENTATIONS", "Spawn", "submit"]
+__all__ = ["REAP_LIMIT", "SPAWN_IMPLEMENTATIONS", "Outcome", "Spawn"]
 
 logger = logging.getLogger("cni_async.exec")
 
@@ -201,6 +201,16 @@ def _group_has_others(pgid: int) -> bool:
     return False
 
 
+class Outcome(NamedTuple):
+    """What a plugin run came to, once over."""
+
+    stdout: bytes
+    stderr: bytes  # its last 16 KiB
+    returncode: int | None  # None: something else reaped the plugin
+    error: BaseException | None  # why it could not be started, or what broke the run
+    overflow: bool  # stdout passed max_output: the group was killed
+
+
 class Spawn:
     """One plugin run, from its spawn to its reap, for the spawner thread.
 
@@ -288,6 +298,20 @@ class Spawn:
         self._epoll: select.epoll | None = None
 
     # -- the loop thread's side -----------------------------------------------------------
+
+    def submit(self) -> None:
+        """Hand the run to the spawner thread, starting the thread on first use."""
+        _runner.submit(self)
+
+    def close(self) -> None:
+        """Close ``done``: once the run is over (``done`` read) or withdrawn."""
+        os.close(self.done)
+
+    def outcome(self) -> Outcome:
+        """What the run came to; read once ``done`` is readable."""
+        return Outcome(
+            bytes(self.stdout), bytes(self.stderr), self.returncode, self.error, self.overflow
+        )
 
     def withdraw(self) -> bool:
         """Withdraw the run if the spawner thread has not taken it; ``False`` if its spawn is
@@ -721,8 +745,3 @@ class _Runner:
 
 
 _runner: Final = _Runner()
-
-
-def submit(request: Spawn) -> None:
-    """Hand ``request`` to the spawner thread, starting the thread on first use."""
-    _runner.submit(request)

@@ -4,6 +4,7 @@ import contextlib
 import errno
 import itertools
 import os
+import shutil
 import signal
 import threading
 import time
@@ -24,7 +25,7 @@ from cni_async import (
     SpawnExecutor,
     TryAgainLater,
 )
-from cni_async._testing import cni_env, find_plugin, spawner_module
+from cni_async._testing import cni_env, exec_module, find_plugin, native_module, spawner_module
 
 from ..support.plugins import FakePlugin
 from ..support.procs import alive, children, open_fds, run_forked, wait_dead, wait_until
@@ -32,12 +33,25 @@ from ..support.procs import alive, children, open_fds, run_forked, wait_dead, wa
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(autouse=True, params=sorted(spawner_module.SPAWN_IMPLEMENTATIONS))
-def spawn_implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every test here runs with each way of spawning this machine has (libc's through ctypes,
-    and os.posix_spawn, the fallback)."""
+# The Python spawner thread, with each way of spawning this machine has (libc's through ctypes,
+# and os.posix_spawn, its fallback).
+PYTHON_THREADS = [f"python-{name}" for name in sorted(spawner_module.SPAWN_IMPLEMENTATIONS)]
+C_THREAD = ["c"] if "c" in exec_module.SPAWNER_THREADS else []
+# For the tests that reach inside the Python thread (the C one has no such seams).
+python_thread_only = pytest.mark.parametrize("spawner_thread", PYTHON_THREADS, indirect=True)
+
+
+@pytest.fixture(autouse=True, params=C_THREAD + PYTHON_THREADS)
+def spawner_thread(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs on each spawner thread: the C one (where it was built) and the
+    Python one with each way of spawning."""
     name: str = request.param
-    monkeypatch.setattr(spawner_module, "spawn_process", spawner_module.SPAWN_IMPLEMENTATIONS[name])
+    kind, _, spawn = name.partition("-")
+    monkeypatch.setattr(exec_module, "spawner_thread", exec_module.SPAWNER_THREADS[kind])
+    if spawn:
+        monkeypatch.setattr(
+            spawner_module, "spawn_process", spawner_module.SPAWN_IMPLEMENTATIONS[spawn]
+        )
     return name
 
 
@@ -113,6 +127,32 @@ async def test_stdout_and_stdin_are_exact(fake: FakePlugin) -> None:
     assert call["env"]["CNI_NETNS"] == "/run/netns/x"
 
 
+async def test_large_output_is_read_whole_and_stderr_keeps_its_tail(fake: FakePlugin) -> None:
+    stdout = '{"cniVersion": "1.1.0", "pad": "' + "x" * 3_000_000 + '"}'
+    stderr = "".join(f"line {i:07d}\n" for i in range(20_000))  # 260 kB: its tail is kept
+    fake.on("ADD", stdout=stdout, stderr=stderr)
+    sunk: list[bytes] = []
+    executor = SpawnExecutor(stderr_sink=lambda _path, data: sunk.append(data))
+    assert await executor.exec_plugin(str(fake.path), stdin=b"{}", env=env()) == stdout.encode()
+    assert sunk == [stderr.encode()[-16 * 1024 :]]
+
+
+def test_the_c_spawner_thread_is_there_wherever_it_can_be_built() -> None:
+    """The build compiles it wherever a C compiler is found (CI's machines have one), unless
+    CNI_ASYNC_SPAWNER=python chose the Python thread; both threads run every test here."""
+    chosen = os.environ.get("CNI_ASYNC_SPAWNER") != "python"
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    assert ("c" in exec_module.SPAWNER_THREADS) == bool(chosen and compiler)
+
+
+def test_a_missing_or_refused_c_library_leaves_the_python_thread(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    assert native_module._load(tmp_path / "missing.so") is None
+    monkeypatch.setenv("CNI_ASYNC_SPAWNER", "python")
+    assert native_module._load(native_module.LIBRARY) is None
+
+
 async def test_output_written_in_pieces_is_read_whole(fake: FakePlugin) -> None:
     """Output that comes in pieces, with pauses, is read to its end: a piece that empties the
     pipe while the plugin still runs is not taken for the end of its output."""
@@ -127,10 +167,11 @@ async def test_output_written_in_pieces_is_read_whole(fake: FakePlugin) -> None:
 
 
 async def test_the_loop_thread_makes_none_of_a_runs_system_calls(
-    fake: FakePlugin, monkeypatch: pytest.MonkeyPatch
+    fake: FakePlugin, monkeypatch: pytest.MonkeyPatch, spawner_thread: str
 ) -> None:
     """The spawner thread makes a run's pipes, writes its stdin, reads its output and reaps
-    it: the event loop's thread only waits for the run's end."""
+    it: the event loop's thread only waits for the run's end. (The C thread makes none of
+    these calls through Python at all.)"""
     calls: list[tuple[str, str]] = []
 
     def recorded(name: str) -> Any:
@@ -148,10 +189,11 @@ async def test_the_loop_thread_makes_none_of_a_runs_system_calls(
     assert await run(fake, b'{"name": "n"}') == b"{}"
     monkeypatch.undo()
     spawner = "cni_async-spawner"
-    assert calls.count(("pipe2", spawner)) == 3
-    for name in ("write", "read", "waitpid"):
-        assert (name, spawner) in calls
     assert [call for call in calls if call[1] != spawner] == []
+    if spawner_thread != "c":
+        assert calls.count(("pipe2", spawner)) == 3
+        for name in ("write", "read", "waitpid"):
+            assert (name, spawner) in calls
 
 
 @pytest.mark.parametrize(
@@ -262,6 +304,7 @@ async def test_cancellation_stops_and_reaps(
     assert _group_members(pid) == [] or all(wait_dead(p) for p in _group_members(pid))
 
 
+@python_thread_only
 async def test_cancellation_survives_running_out_of_descriptors(
     fake: FakePlugin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -309,23 +352,15 @@ async def test_second_native_cancel_still_stops_and_reaps(fake: FakePlugin, tmp_
     assert open_fds() == before
 
 
-async def test_cancelled_task_starts_no_plugin(
-    fake: FakePlugin, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    spawned: list[str] = []
-    spawn = spawner_module.spawn_process
-
-    def counting_spawn(path: str, *args: Any) -> int:
-        spawned.append(path)
-        return spawn(path, *args)
-
-    monkeypatch.setattr(spawner_module, "spawn_process", counting_spawn)
+async def test_cancelled_task_starts_no_plugin(fake: FakePlugin) -> None:
+    before = open_fds()
     with anyio.CancelScope() as scope:
         scope.cancel()
         await run(fake)
-    assert spawned == []
+    assert open_fds() == before
+    assert fake.calls() == []
     await run(fake)
-    assert spawned == [str(fake.path)]
+    assert len(fake.calls()) == 1
 
 
 async def test_nul_bytes_are_exec_failures(fake: FakePlugin, bin_dir: Path) -> None:
@@ -473,6 +508,7 @@ async def _max_gap(ticks: list[float], done: anyio.Event) -> None:
         await anyio.sleep(0.01)
 
 
+@python_thread_only
 async def test_cancelled_while_queued_never_starts(
     fake: FakePlugin, bin_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -502,6 +538,7 @@ async def test_cancelled_while_queued_never_starts(
     assert open_fds() == before
 
 
+@python_thread_only
 async def test_cancelled_while_spawning_is_killed_and_reaped(
     fake: FakePlugin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -551,6 +588,7 @@ def _no_pidfd_once(written: Path) -> Any:
     return no_pidfd
 
 
+@python_thread_only
 async def test_no_pidfd_kills_and_reaps_the_plugin(
     fake: FakePlugin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -572,6 +610,7 @@ async def test_no_pidfd_kills_and_reaps_the_plugin(
     assert open_fds() == before
 
 
+@python_thread_only
 async def test_no_pidfd_with_a_daemon_holding_stdout_does_not_hang(
     fake: FakePlugin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -596,6 +635,7 @@ async def test_no_pidfd_with_a_daemon_holding_stdout_does_not_hang(
             os.kill(daemon, signal.SIGKILL)  # ours: the test's plugin started it
 
 
+@python_thread_only
 async def test_flood_while_the_plugin_cannot_be_watched(
     fake: FakePlugin, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -615,6 +655,7 @@ async def test_flood_while_the_plugin_cannot_be_watched(
     assert children() == []
 
 
+@python_thread_only
 async def test_a_plugin_reaped_before_it_is_watched_has_its_status_lost(
     fake: FakePlugin, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -650,6 +691,7 @@ async def test_a_plugin_reaped_before_it_is_watched_has_its_status_lost(
     assert open_fds() == before
 
 
+@python_thread_only
 async def test_a_run_broken_in_the_spawner_thread_fails_alone(
     fake: FakePlugin, monkeypatch: pytest.MonkeyPatch
 ) -> None:
