@@ -38,7 +38,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SL_ABI 1
+/* The SHA-256 of this file, which the build passes in: native.py uses a library built from
+ * exactly the source beside it, or none. */
+#ifndef SL_SOURCE_HASH
+#define SL_SOURCE_HASH "unknown"
+#endif
 
 enum { QUEUED = 0, RUNNING = 1, FINISHED = 2, WITHDRAWN = 3 };
 enum { STOP_NONE = 0, STOP_TERM = 1, STOP_KILL = 2 };
@@ -501,16 +505,19 @@ static void take_stops(void) {
     }
 }
 
+/* Start the queued runs, taking one at a time: each run left in the queue can still be
+ * withdrawn while the ones before it are spawned. */
 static void take_queue(void) {
-    struct sl_run *taken;
-    pthread_mutex_lock(&lock);
-    taken = queue_head;
-    queue_head = queue_tail = NULL;
-    for (struct sl_run *run = taken; run; run = run->next) run->r.state = RUNNING;
-    pthread_mutex_unlock(&lock);
-    while (taken) {
-        struct sl_run *run = taken;
-        taken = run->next;
+    for (;;) {
+        pthread_mutex_lock(&lock);
+        struct sl_run *run = queue_head;
+        if (run) {
+            queue_head = run->next;
+            if (!queue_head) queue_tail = NULL;
+            run->r.state = RUNNING;
+        }
+        pthread_mutex_unlock(&lock);
+        if (!run) return;
         run->prev = NULL;
         run->next = running;
         if (running) running->prev = run;
@@ -530,6 +537,7 @@ static int next_timeout(void) {
         if (run->deadline && (!first || run->deadline < first)) first = run->deadline;
     if (!first) return -1;
     double left = first - now_s();
+    if (left > 86400) return 86400 * 1000; /* a grace of days (or inf): look again daily */
     return left <= 0 ? 0 : (int)(left * 1000) + 1; /* rounded up: never wake too early */
 }
 
@@ -570,19 +578,17 @@ static void *serve(void *unused) {
     return NULL;
 }
 
+/* The wake eventfd and the epoll instance: 0, or -errno (then neither is left open). */
 static int make_loop(void) {
-    wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (wake_fd < 0) return -errno;
-    ep_fd = epoll_create1(EPOLL_CLOEXEC);
-    if (ep_fd < 0) {
-        int err = errno;
-        close(wake_fd);
-        wake_fd = -1;
-        return -err;
-    }
     struct epoll_event ev = {.events = EPOLLIN, .data.u64 = K_WAKE};
-    if (epoll_ctl(ep_fd, EPOLL_CTL_ADD, wake_fd, &ev) < 0) return -errno;
-    return 0;
+    wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    ep_fd = epoll_create1(EPOLL_CLOEXEC);
+    if (wake_fd >= 0 && ep_fd >= 0 && epoll_ctl(ep_fd, EPOLL_CTL_ADD, wake_fd, &ev) == 0) return 0;
+    int err = errno;
+    if (wake_fd >= 0) close(wake_fd);
+    if (ep_fd >= 0) close(ep_fd);
+    wake_fd = ep_fd = -1;
+    return -err;
 }
 
 /* A forked child has no spawner thread and must not share the parent's epoll instance: it
@@ -596,19 +602,21 @@ static void forget_after_fork(void) {
     if (wake_fd >= 0) close(wake_fd);
     if (ep_fd >= 0) close(ep_fd);
     wake_fd = ep_fd = -1;
-    make_loop();
+    make_loop(); /* if it fails, sl_submit tries again, and says why */
 }
 
 /* ---- the loop thread's calls ---------------------------------------------------------- */
 
-int sl_abi(void) { return SL_ABI; }
+const char *sl_source_hash(void) { return SL_SOURCE_HASH; }
 
-/* Once per process, at load: the wake eventfd, the epoll instance, the spawn attributes. */
+/* At load: the wake eventfd, the epoll instance, the spawn attributes. Once per process: a
+ * second load of the library (the same one, to dlopen) finds them made. */
 int sl_init(void) {
+    static int done;
     sigset_t empty, defaults;
-    int err = make_loop();
-    if (err) return err;
-    if ((err = posix_spawnattr_init(&attr)) != 0) return -err;
+    if (done) return 0;
+    int err = posix_spawnattr_init(&attr);
+    if (err) return -err;
     sigemptyset(&empty);
     sigemptyset(&defaults);
     sigaddset(&defaults, SIGPIPE); /* Python ignores them; plugins must not */
@@ -616,9 +624,11 @@ int sl_init(void) {
     if ((err = posix_spawnattr_setsigmask(&attr, &empty)) != 0 ||
         (err = posix_spawnattr_setsigdefault(&attr, &defaults)) != 0 ||
         (err = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK |
-                                                   POSIX_SPAWN_SETSIGDEF)) != 0)
+                                                   POSIX_SPAWN_SETSIGDEF)) != 0 ||
+        (err = pthread_atfork(NULL, NULL, forget_after_fork)) != 0)
         return -err;
-    if ((err = pthread_atfork(NULL, NULL, forget_after_fork)) != 0) return -err;
+    if ((err = make_loop()) != 0) return err;
+    done = 1;
     return 0;
 }
 
@@ -661,7 +671,8 @@ struct sl_run *sl_new(const char *path, const char *env_block, size_t env_len, s
 int sl_submit(struct sl_run *run) {
     int err = 0;
     pthread_mutex_lock(&lock);
-    if (!started) {
+    if (ep_fd < 0) err = -make_loop(); /* a forked child that could not make its own */
+    if (!err && !started) {
         pthread_t thread;
         pthread_attr_t thread_attr;
         sigset_t all, before;

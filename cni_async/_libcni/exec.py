@@ -378,6 +378,9 @@ class _PluginRun:
         except (ValueError, MemoryError) as exc:  # a NUL byte, say (the C thread's checks)
             os.close(done)
             raise _NotStarted from exc
+        except BaseException:
+            os.close(done)
+            raise
         try:
             self._spawn.submit()
         except OSError as exc:  # the C thread could not be started
@@ -407,8 +410,10 @@ class _PluginRun:
                 raise
             spawn.close()
             raise
-        outcome = spawn.outcome()
-        spawn.close()
+        try:
+            outcome = spawn.outcome()
+        finally:
+            spawn.close()
         if outcome.error is not None:
             raise _NotStarted from outcome.error
         if outcome.overflow:

@@ -8,13 +8,16 @@ where a C compiler is found); where the library is missing, cannot be loaded, or
 another version of the source, ``NativeRun`` is ``None`` and the executor uses the Python
 thread. ``CNI_ASYNC_SPAWNER=python`` in the environment chooses the Python thread too.
 
-The one thing it does differently: a run that the loop thread abandoned (a native second
-cancellation on asyncio that waited ``REAP_LIMIT`` seconds in vain) is not logged when it ends.
+What it does differently: a run that the loop thread abandoned (a native second cancellation
+on asyncio that waited ``REAP_LIMIT`` seconds in vain) is not logged when it ends; what it notes
+of the others is logged by the loop thread once the run is over, not as it happens; and a run
+broken by something unforeseen in the thread is not logged there (its error reaches the caller).
 """
 
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import logging
 import os
 import sys
@@ -22,7 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
-from .spawner import QUEUED, Outcome
+from .spawner import QUEUED, WITHDRAWN, Outcome
 
 __all__ = ["LIBRARY", "NativeRun"]
 
@@ -30,7 +33,7 @@ logger = logging.getLogger("cni_async.exec")
 
 LIBRARY: Final = Path(__file__).with_name("_spawnloop.so")
 """Where the build puts the compiled library."""
-_ABI: Final = 1  # SL_ABI in _spawnloop.c: a library built from other source is not used
+SOURCE: Final = LIBRARY.with_suffix(".c")
 _NOTE_PIPES_OPEN: Final = 1
 _NOTE_UNREAPED: Final = 2
 _FS_ENCODING: Final = sys.getfilesystemencoding()
@@ -55,20 +58,28 @@ class _Result(ctypes.Structure):
     )
 
 
-def _load(path: Path) -> ctypes.PyDLL | None:
-    """The library, set up, or ``None`` (logged at DEBUG) if it cannot be used."""
+def _load(path: Path, source: Path) -> ctypes.PyDLL | None:
+    """The library, set up, or ``None`` (logged) if it cannot be used: missing, or built from
+    another source than ``source`` (an editable tree changed since its build)."""
     if os.environ.get("CNI_ASYNC_SPAWNER") == "python":
         return None
     try:
         # PyDLL: the GIL is kept during each call; none of them waits for more than a lock
         # the spawner thread holds for a few instructions.
         lib = ctypes.PyDLL(str(path))
-        abi = lib.sl_abi()
+        lib.sl_source_hash.restype = ctypes.c_char_p
+        built_from = lib.sl_source_hash().decode()
+        expected = hashlib.sha256(source.read_bytes()).hexdigest()
     except (OSError, AttributeError) as exc:
         logger.debug("the C spawner thread is not available (%s): using Python's", exc)
         return None
-    if abi != _ABI:
-        logger.warning("%s was built from another version of cni_async: rebuild it", path)
+    if built_from != expected:
+        logger.warning(
+            "%s was not built from the %s beside it: using the Python spawner thread "
+            "(reinstall cni_async to rebuild it)",
+            path,
+            source.name,
+        )
         return None
     size, pointer, c_int = ctypes.c_size_t, ctypes.c_void_p, ctypes.c_int
     lib.sl_new.argtypes = (
@@ -134,43 +145,56 @@ class _NativeRun:
         )  # fmt: skip
         if not run:
             raise MemoryError("no memory for a plugin run")
-        self._lib, self._path, self._run = lib, path, run
+        self._lib, self._path = lib, path
+        self._run: int | None = run
         self.done = done
         self.state = QUEUED
 
     def submit(self) -> None:
         """Hand the run to the spawner thread (starting it on first use)."""
-        if (err := self._lib.sl_submit(self._run)) != 0:
+        if (err := self._lib.sl_submit(self._live())) != 0:
             raise OSError(-err, f"could not start the spawner thread: {os.strerror(-err)}")
 
     def withdraw(self) -> bool:
         """Withdraw the run if the thread has not taken it. Always settled (``True``): the C
         thread takes a run from its queue in one step; ``state`` says which way it went."""
-        self.state = self._lib.sl_withdraw(self._run)
+        self.state = self._lib.sl_withdraw(self._live())
         return True
 
     def request_stop(self, *, now: bool = False) -> None:
-        self._lib.sl_stop(self._run, int(now))
+        self._lib.sl_stop(self._live(), int(now))
 
     def abandon(self) -> None:
-        self._lib.sl_abandon(self._run)
+        """Leave ``done`` and the run to the thread; nothing of it may be used after."""
+        self._lib.sl_abandon(self._live())
+        self._run = None
 
     def close(self) -> None:
-        """Close ``done`` and free the run: once it is over (``done`` read) or withdrawn."""
+        """Close ``done`` and free the run: once it is over (``done`` read) or withdrawn.
+        What the thread noted of a run that ran (a stop that left it unreaped, say) is
+        logged here, whether or not its outcome was read."""
+        run = self._live()
+        if self.state != WITHDRAWN:
+            result = _Result.from_address(run)
+            if result.notes & _NOTE_PIPES_OPEN:
+                logger.warning(
+                    "plugin %d exited but its output pipes stay open (a child of the plugin?); "
+                    "its process group was killed",
+                    result.pid,
+                )
+            if result.notes & _NOTE_UNREAPED:
+                logger.error("plugin %d survived SIGKILL; it is left unreaped", result.pid)
+        self._run = None
         os.close(self.done)
-        self._lib.sl_free(self._run)
+        self._lib.sl_free(run)
+
+    def _live(self) -> int:
+        assert self._run is not None, "the run was closed or abandoned"
+        return self._run
 
     def outcome(self) -> Outcome:
         """What the run came to; read once ``done`` is readable, before ``close``."""
-        result = _Result.from_address(self._run)
-        if result.notes & _NOTE_PIPES_OPEN:
-            logger.warning(
-                "plugin %d exited but its output pipes stay open (a child of the plugin?); "
-                "killing its process group",
-                result.pid,
-            )
-        if result.notes & _NOTE_UNREAPED:
-            logger.error("plugin %d survived SIGKILL; it is left unreaped", result.pid)
+        result = _Result.from_address(self._live())
         if result.error:
             error: BaseException | None = OSError(
                 result.error, os.strerror(result.error), self._path
@@ -187,7 +211,7 @@ class _NativeRun:
         )
 
 
-_lib: Final = _load(LIBRARY)
+_lib: Final = _load(LIBRARY, SOURCE)
 
 NativeRun: Final = _NativeRun if _lib is not None else None
 """The C spawner thread's runs, or ``None`` where it is not available."""

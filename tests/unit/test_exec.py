@@ -145,12 +145,19 @@ def test_the_c_spawner_thread_is_there_wherever_it_can_be_built() -> None:
     assert ("c" in exec_module.SPAWNER_THREADS) == bool(chosen and compiler)
 
 
-def test_a_missing_or_refused_c_library_leaves_the_python_thread(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+def test_a_missing_stale_or_refused_c_library_leaves_the_python_thread(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    assert native_module._load(tmp_path / "missing.so") is None
+    source = native_module.SOURCE
+    assert native_module._load(tmp_path / "missing.so", source) is None
+    if "c" in exec_module.SPAWNER_THREADS:
+        assert native_module._load(native_module.LIBRARY, source) is not None
+        edited = tmp_path / "_spawnloop.c"  # the source changed since the library was built
+        edited.write_bytes(source.read_bytes() + b"\n")
+        assert native_module._load(native_module.LIBRARY, edited) is None
+        assert "not built from the _spawnloop.c beside it" in caplog.text
     monkeypatch.setenv("CNI_ASYNC_SPAWNER", "python")
-    assert native_module._load(native_module.LIBRARY) is None
+    assert native_module._load(native_module.LIBRARY, source) is None
 
 
 async def test_output_written_in_pieces_is_read_whole(fake: FakePlugin) -> None:
