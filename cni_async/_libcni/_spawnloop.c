@@ -592,7 +592,7 @@ static int make_loop(void) {
 }
 
 /* A forked child has no spawner thread and must not share the parent's epoll instance: it
- * closes its copies and starts its own thread on first use. What the parent had queued or
+ * closes its copies, and makes its own and starts its thread on first use. What the parent had queued or
  * running stays the parent's. */
 static void forget_after_fork(void) {
     pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER; /* the parent's may have been held */
@@ -601,8 +601,7 @@ static void forget_after_fork(void) {
     started = 0;
     if (wake_fd >= 0) close(wake_fd);
     if (ep_fd >= 0) close(ep_fd);
-    wake_fd = ep_fd = -1;
-    make_loop(); /* if it fails, sl_submit tries again, and says why */
+    wake_fd = ep_fd = -1; /* made by the child's first sl_submit, if it ever runs a plugin */
 }
 
 /* ---- the loop thread's calls ---------------------------------------------------------- */
@@ -624,10 +623,15 @@ int sl_init(void) {
     if ((err = posix_spawnattr_setsigmask(&attr, &empty)) != 0 ||
         (err = posix_spawnattr_setsigdefault(&attr, &defaults)) != 0 ||
         (err = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK |
-                                                   POSIX_SPAWN_SETSIGDEF)) != 0 ||
-        (err = pthread_atfork(NULL, NULL, forget_after_fork)) != 0)
+                                                   POSIX_SPAWN_SETSIGDEF)) != 0)
         return -err;
     if ((err = make_loop()) != 0) return err;
+    if ((err = pthread_atfork(NULL, NULL, forget_after_fork)) != 0) {
+        close(wake_fd);
+        close(ep_fd);
+        wake_fd = ep_fd = -1;
+        return -err;
+    }
     done = 1;
     return 0;
 }
@@ -671,7 +675,7 @@ struct sl_run *sl_new(const char *path, const char *env_block, size_t env_len, s
 int sl_submit(struct sl_run *run) {
     int err = 0;
     pthread_mutex_lock(&lock);
-    if (ep_fd < 0) err = -make_loop(); /* a forked child that could not make its own */
+    if (ep_fd < 0) err = -make_loop(); /* in a forked child, at its first run */
     if (!err && !started) {
         pthread_t thread;
         pthread_attr_t thread_attr;

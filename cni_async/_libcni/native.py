@@ -67,12 +67,23 @@ def _load(path: Path, source: Path) -> ctypes.PyDLL | None:
         # PyDLL: the GIL is kept during each call; none of them waits for more than a lock
         # the spawner thread holds for a few instructions.
         lib = ctypes.PyDLL(str(path))
-        lib.sl_source_hash.restype = ctypes.c_char_p
-        built_from = lib.sl_source_hash().decode()
-        expected = hashlib.sha256(source.read_bytes()).hexdigest()
-    except (OSError, AttributeError) as exc:
+    except OSError as exc:  # not built here (no C compiler), or not loadable
         logger.debug("the C spawner thread is not available (%s): using Python's", exc)
         return None
+    try:
+        expected = hashlib.sha256(source.read_bytes()).hexdigest()
+    except OSError as exc:
+        logger.warning(
+            "%s cannot be checked against its source (%s): using the Python spawner thread",
+            path,
+            exc,
+        )
+        return None
+    try:
+        lib.sl_source_hash.restype = ctypes.c_char_p
+        built_from = lib.sl_source_hash().decode()
+    except AttributeError:  # built before the library said what it was built from
+        built_from = ""
     if built_from != expected:
         logger.warning(
             "%s was not built from the %s beside it: using the Python spawner thread "
@@ -174,19 +185,21 @@ class _NativeRun:
         What the thread noted of a run that ran (a stop that left it unreaped, say) is
         logged here, whether or not its outcome was read."""
         run = self._live()
+        notes = pid = 0
         if self.state != WITHDRAWN:
             result = _Result.from_address(run)
-            if result.notes & _NOTE_PIPES_OPEN:
-                logger.warning(
-                    "plugin %d exited but its output pipes stay open (a child of the plugin?); "
-                    "its process group was killed",
-                    result.pid,
-                )
-            if result.notes & _NOTE_UNREAPED:
-                logger.error("plugin %d survived SIGKILL; it is left unreaped", result.pid)
+            notes, pid = result.notes, result.pid
         self._run = None
         os.close(self.done)
         self._lib.sl_free(run)
+        if notes & _NOTE_PIPES_OPEN:
+            logger.warning(
+                "plugin %d exited but its output pipes stay open (a child of the plugin?); "
+                "its process group was killed",
+                pid,
+            )
+        if notes & _NOTE_UNREAPED:
+            logger.error("plugin %d survived SIGKILL; it is left unreaped", pid)
 
     def _live(self) -> int:
         assert self._run is not None, "the run was closed or abandoned"
